@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// envDefault returns the value of the environment variable env when it is
+// set and non-empty, else def. Flags given on the command line still win.
+func envDefault(env, def string) string {
+	if v, ok := os.LookupEnv(env); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// stringFlag registers a string flag whose default comes from env when set,
+// and names the variable in the help text.
+func stringFlag(fs *pflag.FlagSet, p *string, name, shorthand, env, def, usage string) {
+	if env != "" {
+		usage = fmt.Sprintf("%s (env %s)", usage, env)
+	}
+	fs.StringVarP(p, name, shorthand, envDefault(env, def), usage)
+}
+
+// newFlagSet returns a flag set whose errors are returned, not printed and
+// exited on, so the caller decides the exit code.
+func newFlagSet(name string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.SetOutput(os.Stderr)
+	return fs
+}
+
+// parseFlags parses args; --help prints usage and returns errHelp.
+func parseFlags(fs *pflag.FlagSet, args []string, usage string) error {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fmt.Fprint(fs.Output(), fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == pflag.ErrHelp {
+			return errHelp
+		}
+		return &exitError{code: exitUsage, err: err}
+	}
+	if fs.NArg() > 0 {
+		return &exitError{code: exitUsage, err: fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	}
+	return nil
+}
+
+// errHelp is returned after --help printed the usage; the exit code is 0.
+var errHelp = &exitError{code: 0, err: fmt.Errorf("help requested")}
