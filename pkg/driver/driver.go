@@ -1,0 +1,369 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/dynamic-resource-allocation/kubeletplugin"
+	"k8s.io/klog/v2"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+)
+
+// InventorySource delivers inventories: the first at start, then one each
+// time discovery changes. discovery.Watcher implements it.
+type InventorySource interface {
+	Run(ctx context.Context) error
+	Updates() <-chan *discovery.Inventory
+}
+
+// healthResendInterval is how often health is re-sent even when nothing
+// changed: the kubelet marks a device's health Unknown after 30 s without one.
+const healthResendInterval = 10 * time.Second
+
+// Option configures a Driver.
+type Option func(*options)
+
+type options struct {
+	client        kubernetes.Interface
+	nodeName      string
+	cdiDir        string
+	registrarDir  string
+	dataDir       string
+	rollingUID    types.UID
+	healthAddress string
+	helperOpts    []kubeletplugin.Option
+}
+
+func WithKubeClient(c kubernetes.Interface) Option { return func(o *options) { o.client = c } }
+func WithNodeName(n string) Option                 { return func(o *options) { o.nodeName = n } }
+func WithCDIDir(d string) Option                   { return func(o *options) { o.cdiDir = d } }
+func WithRegistrarDir(d string) Option             { return func(o *options) { o.registrarDir = d } }
+func WithPluginDataDir(d string) Option            { return func(o *options) { o.dataDir = d } }
+
+// WithRollingUpdate registers with the kubelet's rolling-update support so
+// a new plugin pod can start before the old one stops. Empty: off.
+func WithRollingUpdate(podUID types.UID) Option { return func(o *options) { o.rollingUID = podUID } }
+
+// WithHealthAddress serves /healthz and /readyz on addr. Empty: off.
+func WithHealthAddress(addr string) Option { return func(o *options) { o.healthAddress = addr } }
+
+// WithHelperOptions passes extra options to kubeletplugin.Start (tests use
+// it to turn services off or to choose sockets).
+func WithHelperOptions(opts ...kubeletplugin.Option) Option {
+	return func(o *options) { o.helperOpts = append(o.helperOpts, opts...) }
+}
+
+// Driver is the DRA kubelet plugin: it publishes the inventory as
+// ResourceSlices and prepares claims through State.
+type Driver struct {
+	opts   options
+	state  *State
+	helper *kubeletplugin.Helper
+
+	mu        sync.RWMutex
+	inv       *discovery.Inventory
+	invSignal chan struct{} // closed and replaced on every new inventory
+	published atomic.Bool
+	cancel    context.CancelCauseFunc
+}
+
+var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
+
+// Start reconciles the checkpoint with the CDI directory and registers the
+// plugin with the kubelet. Devices are published once Run receives the first
+// inventory.
+func Start(ctx context.Context, opts ...Option) (*Driver, error) {
+	d := &Driver{invSignal: make(chan struct{})}
+	for _, o := range opts {
+		o(&d.opts)
+	}
+	if d.opts.nodeName == "" {
+		return nil, errors.New("node name is required")
+	}
+	if d.opts.client == nil {
+		return nil, errors.New("Kubernetes client is required")
+	}
+	logger := klog.FromContext(ctx)
+
+	state, err := NewState(
+		WithStateNodeName(d.opts.nodeName),
+		WithStateCDIDir(d.opts.cdiDir),
+		WithStateDataDir(d.opts.dataDir),
+		WithStateInventory(d.inventory),
+	)
+	if err != nil {
+		return nil, err
+	}
+	d.state = state
+	if err := state.Reconcile(ctx); err != nil {
+		return nil, fmt.Errorf("reconcile prepared claims with %s: %w", d.opts.cdiDir, err)
+	}
+
+	hopts := []kubeletplugin.Option{
+		kubeletplugin.DriverName(DriverName),
+		kubeletplugin.NodeName(d.opts.nodeName),
+		kubeletplugin.KubeClient(d.opts.client),
+	}
+	if d.opts.registrarDir != "" {
+		hopts = append(hopts, kubeletplugin.RegistrarDirectoryPath(d.opts.registrarDir))
+	}
+	if d.opts.dataDir != "" {
+		hopts = append(hopts, kubeletplugin.PluginDataDirectoryPath(d.opts.dataDir))
+	}
+	if d.opts.cdiDir != "" {
+		hopts = append(hopts, kubeletplugin.CDIDirectory(d.opts.cdiDir))
+	}
+	if d.opts.rollingUID != "" {
+		hopts = append(hopts, kubeletplugin.RollingUpdate(d.opts.rollingUID))
+	}
+	hopts = append(hopts, d.opts.helperOpts...)
+	helper, err := kubeletplugin.Start(ctx, d, hopts...)
+	if err != nil {
+		return nil, fmt.Errorf("start the kubelet plugin: %w", err)
+	}
+	d.helper = helper
+	logger.Info("Registered with the kubelet", "driver", DriverName, "node", d.opts.nodeName, "rollingUpdate", d.opts.rollingUID != "")
+	return d, nil
+}
+
+// Run publishes every inventory src delivers until ctx ends, then stops the
+// kubelet plugin cleanly (a rolling update depends on that).
+func (d *Driver) Run(ctx context.Context, src InventorySource) error {
+	logger := klog.FromContext(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
+	d.cancel = cancel
+	defer d.helper.Stop()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel(nil)
+
+	if d.opts.healthAddress != "" {
+		srv, err := d.serveHealth(ctx, d.opts.healthAddress)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+
+	srcErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		srcErr <- src.Run(ctx)
+	}()
+
+	for {
+		select {
+		case <-ctx.Done():
+			cause := context.Cause(ctx)
+			if errors.Is(cause, context.Canceled) {
+				logger.Info("Shutting down")
+				return nil
+			}
+			return cause
+		case err := <-srcErr:
+			if err != nil && ctx.Err() == nil {
+				return fmt.Errorf("device discovery: %w", err)
+			}
+			return nil
+		case inv := <-src.Updates():
+			if inv == nil {
+				continue
+			}
+			if err := d.publish(ctx, inv); err != nil {
+				// A slice the API server would reject is a bug; keep
+				// the last good publication and say what is wrong.
+				logger.Error(err, "Not publishing the new inventory")
+			}
+		}
+	}
+}
+
+// publish builds the ResourceSlices for inv, checks them against the API's
+// rules and hands them to the helper, which syncs them with the API server.
+func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
+	logger := klog.FromContext(ctx)
+	res, err := BuildResources(d.opts.nodeName, inv)
+	if err != nil {
+		return err
+	}
+	if err := ValidateResources(res); err != nil {
+		return err
+	}
+	d.setInventory(inv)
+	if err := d.helper.PublishResources(ctx, res); err != nil {
+		return fmt.Errorf("publish ResourceSlices: %w", err)
+	}
+	n := 0
+	for _, p := range res.Pools {
+		for _, s := range p.Slices {
+			n += len(s.Devices)
+		}
+	}
+	logger.Info("Published devices", "devices", n, "excluded", len(inv.Excluded))
+	d.published.Store(true)
+	return nil
+}
+
+func (d *Driver) setInventory(inv *discovery.Inventory) {
+	d.mu.Lock()
+	d.inv = inv
+	close(d.invSignal)
+	d.invSignal = make(chan struct{})
+	d.mu.Unlock()
+}
+
+// inventory returns the latest inventory (nil before the first).
+func (d *Driver) inventory() *discovery.Inventory {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.inv
+}
+
+func (d *Driver) inventoryAndSignal() (*discovery.Inventory, <-chan struct{}) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.inv, d.invSignal
+}
+
+// PrepareResourceClaims implements kubeletplugin.DRAPlugin.
+func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceapi.ResourceClaim) (map[types.UID]kubeletplugin.PrepareResult, error) {
+	if d.inventory() == nil {
+		return nil, errors.New("devices not discovered yet; the kubelet will retry")
+	}
+	return d.state.Prepare(ctx, claims), nil
+}
+
+// UnprepareResourceClaims implements kubeletplugin.DRAPlugin.
+func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
+	return d.state.Unprepare(ctx, claims), nil
+}
+
+// HandleError implements kubeletplugin.DRAPlugin: background errors (mostly
+// from publishing slices) are logged; a fatal one stops the plugin so that
+// the pod restarts and says why.
+func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
+	utilruntime.HandleErrorWithContext(ctx, err, msg)
+	if !errors.Is(err, kubeletplugin.ErrRecoverable) && d.cancel != nil {
+		d.cancel(fmt.Errorf("fatal error: %s: %w", msg, err))
+	}
+}
+
+// WatchHealthStatus implements kubeletplugin.DRAPlugin. Every published
+// device is Healthy; a device that a prepared claim still holds but that
+// has gone from the node is Unhealthy. Reports are re-sent well within the
+// kubelet's 30 s timeout and at once when the inventory changes.
+func (d *Driver) WatchHealthStatus(ctx context.Context, reports chan<- kubeletplugin.DeviceHealthReport) error {
+	ticker := time.NewTicker(healthResendInterval)
+	defer ticker.Stop()
+	for {
+		inv, changed := d.inventoryAndSignal()
+		if inv != nil {
+			report := d.healthReport(inv, time.Now())
+			select {
+			case <-ctx.Done():
+				return nil
+			case reports <- report:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		case <-changed:
+		}
+	}
+}
+
+func (d *Driver) healthReport(inv *discovery.Inventory, now time.Time) kubeletplugin.DeviceHealthReport {
+	pool := d.opts.nodeName
+	present := PublishedDeviceNames(inv)
+	var devs []kubeletplugin.DeviceHealth
+	for _, name := range present {
+		devs = append(devs, kubeletplugin.DeviceHealth{
+			PoolName: pool, DeviceName: name, Health: kubeletplugin.HealthStatusHealthy,
+			LastUpdated: now, HealthCheckTimeout: 3 * healthResendInterval,
+		})
+	}
+	have := make(map[string]bool, len(present))
+	for _, n := range present {
+		have[n] = true
+	}
+	var gone []string
+	for _, name := range d.state.PreparedDeviceNames() {
+		if !have[name] {
+			gone = append(gone, name)
+			have[name] = true
+		}
+	}
+	sort.Strings(gone)
+	for _, name := range gone {
+		devs = append(devs, kubeletplugin.DeviceHealth{
+			PoolName: pool, DeviceName: name, Health: kubeletplugin.HealthStatusUnhealthy,
+			LastUpdated: now, HealthCheckTimeout: 3 * healthResendInterval,
+			Message: "the device is no longer on the node",
+		})
+	}
+	return kubeletplugin.DeviceHealthReport{Devices: devs}
+}
+
+// PublishedDeviceNames lists the names of the DRA devices an inventory
+// publishes: one per node, or one per bundle group. Sorted.
+func PublishedDeviceNames(inv *discovery.Inventory) []string {
+	var names []string
+	for _, g := range inv.Groups {
+		if g.Bundle {
+			names = append(names, g.BundleName)
+			continue
+		}
+		for _, dev := range g.Devices {
+			names = append(names, dev.Name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// serveHealth answers /healthz (the process runs and is registered with the
+// kubelet, or not yet told otherwise) and /readyz (devices published).
+func (d *Driver) serveHealth(ctx context.Context, addr string) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if st := d.helper.RegistrationStatus(); st != nil && !st.PluginRegistered {
+			http.Error(w, "kubelet rejected the registration: "+st.Error, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !d.published.Load() {
+			http.Error(w, "devices not published yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("health endpoint %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.FromContext(ctx).Error(err, "Health endpoint stopped")
+		}
+	}()
+	return srv, nil
+}
