@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"math"
 	"unicode/utf8"
 
 	resourceapi "k8s.io/api/resource/v1"
@@ -70,44 +71,48 @@ func boolAttr(b bool) resourceapi.DeviceAttribute {
 }
 
 // DeviceAttributes returns the attributes a single device node is published
-// with. Empty strings are left out so that CEL's has() tells "unknown" apart.
+// with. Every device carries every attribute (empty string or false when
+// unknown or not applicable, e.g. the serial of a char device), so that a
+// selector such as device.attributes["power-dev-plugin.io"].serial == "X"
+// is simply false for a device without one instead of a CEL "no such key"
+// error, which would fail the claim's scheduling altogether.
 func DeviceAttributes(d *discovery.Device) map[resourceapi.QualifiedName]resourceapi.DeviceAttribute {
-	a := map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
-		AttrGroup: strAttr(d.Group),
-		AttrPath:  strAttr(d.Path),
-		AttrType:  strAttr(string(d.Type)),
-		AttrMajor: intAttr(int64(d.Major)),
-		AttrMinor: intAttr(int64(d.Minor)),
+	var b discovery.BlockInfo
+	if d.Block != nil {
+		b = *d.Block
 	}
-	if b := d.Block; b != nil {
-		a[AttrKind] = strAttr(string(b.Kind))
-		a[AttrRotational] = boolAttr(b.Rotational)
-		a[AttrRemovable] = boolAttr(b.Removable)
-		a[AttrReadOnly] = boolAttr(b.ReadOnly)
-		for name, v := range map[resourceapi.QualifiedName]string{
-			AttrModel:  b.Model,
-			AttrVendor: b.Vendor,
-			AttrSerial: b.Serial,
-			AttrWWN:    b.WWN,
-			AttrDMName: b.DMName,
-			AttrDMUUID: b.DMUUID,
-			AttrParent: b.Parent,
-		} {
-			if v != "" {
-				a[name] = strAttr(v)
-			}
-		}
+	return map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
+		AttrGroup:      strAttr(d.Group),
+		AttrPath:       strAttr(d.Path),
+		AttrType:       strAttr(string(d.Type)),
+		AttrMajor:      intAttr(int64(d.Major)),
+		AttrMinor:      intAttr(int64(d.Minor)),
+		AttrKind:       strAttr(string(b.Kind)),
+		AttrModel:      strAttr(b.Model),
+		AttrVendor:     strAttr(b.Vendor),
+		AttrSerial:     strAttr(b.Serial),
+		AttrWWN:        strAttr(b.WWN),
+		AttrDMName:     strAttr(b.DMName),
+		AttrDMUUID:     strAttr(b.DMUUID),
+		AttrParent:     strAttr(b.Parent),
+		AttrRotational: boolAttr(b.Rotational),
+		AttrRemovable:  boolAttr(b.Removable),
+		AttrReadOnly:   boolAttr(b.ReadOnly),
 	}
-	return a
 }
 
-// DeviceCapacity returns the capacities of a single device node.
+// DeviceCapacity returns the capacities of a single device node: the size
+// in bytes (0 for char devices, so size selectors work on every device).
 func DeviceCapacity(d *discovery.Device) map[resourceapi.QualifiedName]resourceapi.DeviceCapacity {
-	if d.Block == nil {
-		return nil
+	var size uint64
+	if d.Block != nil {
+		size = d.Block.SizeBytes
+	}
+	if size > math.MaxInt64 {
+		size = math.MaxInt64
 	}
 	return map[resourceapi.QualifiedName]resourceapi.DeviceCapacity{
-		CapSize: {Value: *resource.NewQuantity(int64(d.Block.SizeBytes), resource.BinarySI)},
+		CapSize: {Value: *resource.NewQuantity(int64(size), resource.BinarySI)},
 	}
 }
 

@@ -326,7 +326,9 @@ func PublishedDeviceNames(inv *discovery.Inventory) []string {
 	var names []string
 	for _, g := range inv.Groups {
 		if g.Bundle {
-			names = append(names, g.BundleName)
+			if len(g.Devices) > 0 { // an empty bundle is not published
+				names = append(names, g.BundleName)
+			}
 			continue
 		}
 		for _, dev := range g.Devices {

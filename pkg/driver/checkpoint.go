@@ -1,0 +1,199 @@
+package driver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// The checkpoint records which claims are prepared on this node, because
+// the kubelet's Unprepare call only carries the claim's UID and name. It is
+// one JSON file in the plugin's data directory:
+//
+//	{"version":"v1","checksum":"crc32c:1a2b3c4d","data":{"claims":{"<uid>":{...PreparedClaim...}}}}
+//
+// The checksum is CRC-32C (Castagnoli) over the exact bytes of "data" as
+// they appear in the file. The file is replaced atomically: written to a
+// temp file in the same directory, fsynced, renamed over the old one, and
+// the directory fsynced, so after a crash the file is either the old or
+// the new checkpoint, never a mix.
+
+const (
+	// CheckpointFileName is the checkpoint's name in the data directory.
+	CheckpointFileName = "checkpoint.json"
+	// CheckpointVersion is the only version this plugin reads and writes.
+	CheckpointVersion = "v1"
+
+	checksumPrefix = "crc32c:"
+)
+
+var crc32c = crc32.MakeTable(crc32.Castagnoli)
+
+// Checkpoint is the checkpoint's data.
+type Checkpoint struct {
+	Claims map[types.UID]*PreparedClaim `json:"claims"`
+}
+
+// NewCheckpoint returns an empty checkpoint.
+func NewCheckpoint() *Checkpoint {
+	return &Checkpoint{Claims: map[types.UID]*PreparedClaim{}}
+}
+
+type checkpointFile struct {
+	Version  string          `json:"version"`
+	Checksum string          `json:"checksum"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// CorruptCheckpointError says that the checkpoint file exists and was read
+// but its content cannot be trusted. Reading errors (permissions, I/O) are
+// not corruption and are returned as they are.
+type CorruptCheckpointError struct {
+	Path   string
+	Reason string
+}
+
+func (e *CorruptCheckpointError) Error() string {
+	return fmt.Sprintf("checkpoint %s is corrupt: %s", e.Path, e.Reason)
+}
+
+// IsCorruptCheckpoint reports whether err is, or wraps, a CorruptCheckpointError.
+func IsCorruptCheckpoint(err error) bool {
+	var ce *CorruptCheckpointError
+	return errors.As(err, &ce)
+}
+
+func checksum(data []byte) string {
+	return fmt.Sprintf("%s%08x", checksumPrefix, crc32.Checksum(data, crc32c))
+}
+
+// encodeCheckpointData is the canonical encoding of the data: compact JSON,
+// map keys sorted (encoding/json sorts them).
+func encodeCheckpointData(cp *Checkpoint) ([]byte, error) {
+	if cp.Claims == nil {
+		cp = NewCheckpoint()
+	}
+	return json.Marshal(cp)
+}
+
+// LoadCheckpoint reads the checkpoint at path. A missing file is an empty
+// checkpoint. It also returns the raw data bytes, which let a caller skip
+// rewriting an unchanged checkpoint.
+func LoadCheckpoint(path string) (*Checkpoint, []byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return NewCheckpoint(), nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	corrupt := func(format string, args ...any) error {
+		return &CorruptCheckpointError{Path: path, Reason: fmt.Sprintf(format, args...)}
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, nil, corrupt("the file is empty")
+	}
+	var f checkpointFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, nil, corrupt("not valid JSON: %v", err)
+	}
+	if f.Version != CheckpointVersion {
+		if f.Version == "" {
+			return nil, nil, corrupt("no version field")
+		}
+		return nil, nil, corrupt("version %q is not supported (this plugin reads %q; was it written by a newer plugin?)", f.Version, CheckpointVersion)
+	}
+	if len(f.Data) == 0 {
+		return nil, nil, corrupt("no data field")
+	}
+	if got := checksum(f.Data); f.Checksum != got {
+		return nil, nil, corrupt("checksum mismatch: the file says %q, the data hashes to %q", f.Checksum, got)
+	}
+	cp := NewCheckpoint()
+	if err := json.Unmarshal(f.Data, cp); err != nil {
+		return nil, nil, corrupt("data does not decode: %v", err)
+	}
+	if cp.Claims == nil {
+		cp.Claims = map[types.UID]*PreparedClaim{}
+	}
+	for uid, pc := range cp.Claims {
+		if pc == nil {
+			return nil, nil, corrupt("claim %s has no entry", uid)
+		}
+		if pc.UID != uid {
+			return nil, nil, corrupt("claim %s is recorded under UID %q", uid, pc.UID)
+		}
+	}
+	return cp, []byte(f.Data), nil
+}
+
+// SaveCheckpoint replaces the checkpoint at path atomically and durably.
+func SaveCheckpoint(path string, cp *Checkpoint) error {
+	data, err := encodeCheckpointData(cp)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	return writeCheckpointData(path, data)
+}
+
+func writeCheckpointData(path string, data []byte) error {
+	b, err := json.Marshal(checkpointFile{Version: CheckpointVersion, Checksum: checksum(data), Data: data})
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	b = append(b, '\n')
+	return writeFileAtomic(path, b, 0o600)
+}
+
+// writeFileAtomic writes data to a temp file next to path, fsyncs it,
+// renames it over path and fsyncs the directory.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if err = tmp.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err = tmp.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("write %s: fsync: %w", path, err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = syncDir(dir); err != nil {
+		// The new content is in place; only its durability across a
+		// power loss is in doubt. Report it anyway.
+		return fmt.Errorf("write %s: fsync directory: %w", path, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,43 @@
+// Package driver is the DRA kubelet plugin of power-dev-plugin (driver name
+// power-dev-plugin.io): it publishes a node's host devices as ResourceSlices
+// and prepares allocated ResourceClaims for the containers that use them.
+//
+// # What is published
+//
+// Discovery (package discovery) produces an Inventory: configured groups in
+// configuration order, each with the device nodes it matched. BuildResources
+// turns it into one resource pool named after the node:
+//
+//   - every device node of a group becomes one DRA device, named by
+//     discovery (a DNS label unique on the node), with the attributes and
+//     capacity of attributes.go: group, path, type, major, minor and, for
+//     block devices, kind, model, vendor, serial, wwn, dmName, dmUUID,
+//     parent, rotational, removable, readOnly and the capacity size;
+//   - a bundle group becomes a single device (Group.BundleName) that stands
+//     for all of its nodes, with attributes bundle, nodes and the summed size.
+//     A claim holds at most 32 devices (AllocationResultsMaxSize), so a
+//     bundle is how one request gets hundreds of disks;
+//   - a shared group marks its devices allowMultipleAllocations; its
+//     maxConsumers becomes the consumable capacity "consumers", of which each
+//     allocation takes exactly one.
+//
+// Devices are split into ResourceSlices of at most 128 devices (64 for
+// devices with taints, counters or list attributes, which this driver does
+// not publish). ValidateResources checks the result against the API's rules
+// before it is handed to the kubeletplugin helper.
+//
+// # Selecting devices
+//
+// Attributes and capacities live in the driver's domain:
+//
+//	device.attributes["power-dev-plugin.io"].path == "/dev/sdb"
+//	device.capacity["power-dev-plugin.io"].size.compareTo(quantity("100Gi")) >= 0
+//
+// Character devices have no block attributes and no size. A selector that
+// reads a missing attribute or capacity is a CEL runtime error that fails
+// scheduling of the pod rather than skipping the device, so selectors that
+// may meet such devices guard with has(...) or optional chaining
+// (device.capacity["power-dev-plugin.io"].?size.orValue(quantity("0"))), or
+// the DeviceClass admits only block devices first
+// (device.attributes["power-dev-plugin.io"].type == "block").
+package driver

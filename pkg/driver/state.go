@@ -1,0 +1,721 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/dynamic-resource-allocation/kubeletplugin"
+	"k8s.io/klog/v2"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+)
+
+// State prepares and unprepares claims on this node: it plans each claim
+// (PlanClaim), writes its CDI spec (CDIWriter) and records it in the
+// checkpoint, so that a later Unprepare, which only carries the claim UID,
+// can undo it.
+//
+// # Concurrency
+//
+// Every call takes an in-process lock and then an exclusive flock on
+// <data dir>/state.lock, and re-reads the checkpoint from disk under it:
+// two plugin instances sharing the data dir during a rolling update see
+// each other's changes.
+//
+// # Crash safety
+//
+// The invariant is: every claim in the checkpoint has its spec file (until
+// a reboot wipes the CDI dir, which Reconcile repairs), and a spec file of
+// this driver without a checkpoint entry is garbage that nothing uses.
+//
+//   - Prepare writes the spec files first and the checkpoint last, and
+//     answers the kubelet only after both. A crash in between leaves spec
+//     files the kubelet never heard of: Reconcile removes them at start,
+//     and the kubelet's retry of Prepare writes them again (skipping files
+//     that are already right) and records the claim.
+//   - Unprepare removes the checkpoint entries first and the spec files
+//     last. A crash in between leaves spec files without entries: the
+//     kubelet retries Unprepare, which removes the spec file by the claim
+//     UID alone (an unknown claim is not an error), and Reconcile removes
+//     them too.
+//
+// A checkpoint that cannot be trusted (bad JSON, bad checksum, unknown
+// version) is moved aside to checkpoint.json.corrupt-<UTC time>, never
+// deleted, and rebuilt from this driver's spec files, which hold every
+// prepared claim's UID, CDI devices and device nodes. The rebuilt entries
+// are marked Recovered: they keep their spec files, block their exclusive
+// device nodes, and are removed by Unprepare like any other; a Prepare of
+// such a claim plans it afresh. What a spec file cannot tell (claim name,
+// requests) is only used in messages.
+type State struct {
+	nodeName  string
+	dataDir   string
+	inventory func() *discovery.Inventory
+	now       func() time.Time
+
+	cdi            *CDIWriter
+	checkpointPath string
+	lockPath       string
+
+	// sem serializes calls in this process; it is a channel so that a
+	// waiting call can give up when its context ends.
+	sem chan struct{}
+
+	// idxInv and idx cache the index of the last inventory seen (guarded
+	// by sem).
+	idxInv *discovery.Inventory
+	idx    *inventoryIndex
+
+	snapMu sync.RWMutex
+	snap   map[types.UID]*PreparedClaim
+
+	// fault, when set by tests, is called at named points of Prepare,
+	// Unprepare and Reconcile; a test panics in it to simulate a crash.
+	fault func(point string)
+}
+
+// DefaultCDIDir is where the container runtime looks for transient CDI specs.
+const DefaultCDIDir = kubeletplugin.DefaultCDIDir
+
+// DefaultDataDir is the kubelet's data directory for this plugin.
+var DefaultDataDir = filepath.Join(kubeletplugin.KubeletPluginsDir, DriverName)
+
+const lockFileName = "state.lock"
+
+// StateOption configures NewState.
+type StateOption func(*stateConfig)
+
+type stateConfig struct {
+	nodeName  string
+	cdiDir    string
+	dataDir   string
+	inventory func() *discovery.Inventory
+	now       func() time.Time
+}
+
+// WithStateNodeName sets the node name, which is also the pool name of the
+// node's devices. Required.
+func WithStateNodeName(name string) StateOption { return func(c *stateConfig) { c.nodeName = name } }
+
+// WithStateCDIDir sets the CDI spec directory. Empty: DefaultCDIDir.
+func WithStateCDIDir(dir string) StateOption { return func(c *stateConfig) { c.cdiDir = dir } }
+
+// WithStateDataDir sets the directory of the checkpoint and lock file.
+// Empty: DefaultDataDir.
+func WithStateDataDir(dir string) StateOption { return func(c *stateConfig) { c.dataDir = dir } }
+
+// WithStateInventory sets where the current inventory comes from. It may
+// return nil while discovery has not finished; Prepare then fails for
+// claims that are not prepared yet. Required.
+func WithStateInventory(f func() *discovery.Inventory) StateOption {
+	return func(c *stateConfig) { c.inventory = f }
+}
+
+// WithStateClock replaces time.Now (it names moved-aside checkpoints).
+func WithStateClock(now func() time.Time) StateOption { return func(c *stateConfig) { c.now = now } }
+
+// NewState checks the options; it touches nothing on disk. Call Reconcile
+// once before serving the kubelet.
+func NewState(opts ...StateOption) (*State, error) {
+	cfg := stateConfig{cdiDir: DefaultCDIDir, dataDir: DefaultDataDir, now: time.Now}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.nodeName == "" {
+		return nil, errors.New("claim state: the node name is required")
+	}
+	if cfg.inventory == nil {
+		return nil, errors.New("claim state: an inventory source is required")
+	}
+	if cfg.cdiDir == "" {
+		cfg.cdiDir = DefaultCDIDir
+	}
+	if cfg.dataDir == "" {
+		cfg.dataDir = DefaultDataDir
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	w, err := NewCDIWriter(cfg.cdiDir)
+	if err != nil {
+		return nil, err
+	}
+	dataDir := filepath.Clean(cfg.dataDir)
+	return &State{
+		nodeName:       cfg.nodeName,
+		dataDir:        dataDir,
+		inventory:      cfg.inventory,
+		now:            cfg.now,
+		cdi:            w,
+		checkpointPath: filepath.Join(dataDir, CheckpointFileName),
+		lockPath:       filepath.Join(dataDir, lockFileName),
+		sem:            make(chan struct{}, 1),
+		snap:           map[types.UID]*PreparedClaim{},
+	}, nil
+}
+
+// CDIDir is the directory spec files are written to.
+func (s *State) CDIDir() string { return s.cdi.Dir() }
+
+// CheckpointPath is the checkpoint file.
+func (s *State) CheckpointPath() string { return s.checkpointPath }
+
+func (s *State) hit(point string) {
+	if s.fault != nil {
+		s.fault(point)
+	}
+}
+
+// session is one call holding both locks with the checkpoint loaded.
+type session struct {
+	s       *State
+	cp      *Checkpoint
+	raw     []byte
+	lock    *os.File
+	holders map[string][]holder
+}
+
+// holder is a claim's use of a device node.
+type holder struct {
+	uid       types.UID
+	claim     string
+	device    string
+	exclusive bool
+}
+
+func (s *State) begin(ctx context.Context) (*session, error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for another call of this plugin to finish: %w", context.Cause(ctx))
+	}
+	ss, err := s.beginLocked(ctx)
+	if err != nil {
+		<-s.sem
+		return nil, err
+	}
+	return ss, nil
+}
+
+func (s *State) beginLocked(ctx context.Context) (*session, error) {
+	if err := os.MkdirAll(s.dataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create the plugin data directory: %w", err)
+	}
+	f, err := flock(ctx, s.lockPath)
+	if err != nil {
+		return nil, err
+	}
+	cp, raw, err := LoadCheckpoint(s.checkpointPath)
+	if IsCorruptCheckpoint(err) {
+		cp, raw, err = s.recoverCheckpoint(ctx, err)
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	s.setSnapshot(cp)
+	return &session{s: s, cp: cp, raw: raw, lock: f}, nil
+}
+
+func (ss *session) end() {
+	_ = ss.lock.Close() // releases the flock
+	<-ss.s.sem
+}
+
+// save writes the checkpoint if it changed.
+func (ss *session) save() error {
+	data, err := encodeCheckpointData(ss.cp)
+	if err != nil {
+		return fmt.Errorf("encode checkpoint: %w", err)
+	}
+	if ss.raw != nil && string(data) == string(ss.raw) {
+		return nil
+	}
+	if err := writeCheckpointData(ss.s.checkpointPath, data); err != nil {
+		return err
+	}
+	ss.raw = data
+	ss.s.setSnapshot(ss.cp)
+	return nil
+}
+
+// flock opens path and takes an exclusive flock on it, polling so that ctx
+// can end the wait.
+func flock(ctx context.Context, path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	delay := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			_ = f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			_ = f.Close()
+			return nil, fmt.Errorf("waiting for the lock %s, which another plugin instance holds: %w", path, context.Cause(ctx))
+		case <-t.C:
+		}
+		if delay < 10*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// recoverCheckpoint moves a corrupt checkpoint aside and rebuilds it from
+// this driver's spec files.
+func (s *State) recoverCheckpoint(ctx context.Context, cause error) (*Checkpoint, []byte, error) {
+	logger := klog.FromContext(ctx)
+	aside := s.checkpointPath + ".corrupt-" + s.now().UTC().Format("20060102T150405.000000000Z")
+	if err := os.Rename(s.checkpointPath, aside); err != nil {
+		return nil, nil, fmt.Errorf("%w; moving it aside failed, so no claim can be prepared or unprepared until the file is fixed or removed: %v", cause, err)
+	}
+	_ = syncDir(s.dataDir)
+	logger.Error(cause, "CHECKPOINT LOST: moved it aside and rebuilding it from the CDI spec files; claims prepared without a spec file cannot be recovered",
+		"movedTo", aside, "cdiDir", s.cdi.Dir())
+	cp := NewCheckpoint()
+	files, err := s.cdi.listSpecs()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w; rebuilding it from the CDI spec files failed: %v", cause, err)
+	}
+	for _, f := range files {
+		spec, err := s.cdi.readSpec(f.Name)
+		if err != nil {
+			logger.Error(err, "Cannot recover a claim from its CDI spec file; it will be removed as garbage", "file", s.cdi.Path(f.Name))
+			continue
+		}
+		if prev := cp.Claims[f.ClaimUID]; prev != nil {
+			// Both .json and .yaml: keep the one this plugin writes.
+			if prev.SpecName == CDISpecName(f.ClaimUID) {
+				continue
+			}
+		}
+		cp.Claims[f.ClaimUID] = preparedClaimFromSpec(f, spec, s.nodeName)
+		logger.Info("Recovered a prepared claim from its CDI spec file", "claimUID", f.ClaimUID, "file", s.cdi.Path(f.Name))
+	}
+	data, err := encodeCheckpointData(cp)
+	if err == nil {
+		err = writeCheckpointData(s.checkpointPath, data)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w; writing the rebuilt checkpoint failed: %v", cause, err)
+	}
+	logger.Info("Rebuilt the checkpoint", "claims", len(cp.Claims), "path", s.checkpointPath)
+	return cp, data, nil
+}
+
+func (s *State) setSnapshot(cp *Checkpoint) {
+	m := make(map[types.UID]*PreparedClaim, len(cp.Claims))
+	for uid, pc := range cp.Claims {
+		m[uid] = pc
+	}
+	s.snapMu.Lock()
+	s.snap = m
+	s.snapMu.Unlock()
+}
+
+// index returns the index of inv, reusing the last one for the same
+// inventory (inventories are never modified once published).
+func (s *State) index(inv *discovery.Inventory) *inventoryIndex {
+	if s.idx == nil || s.idxInv != inv {
+		s.idxInv, s.idx = inv, newInventoryIndex(inv)
+	}
+	return s.idx
+}
+
+// Prepare prepares claims and returns a result for each claim UID. A claim
+// that is already prepared with the same allocation gets its recorded
+// result again; its spec file is rewritten only if it is missing or
+// differs.
+func (s *State) Prepare(ctx context.Context, claims []*resourceapi.ResourceClaim) map[types.UID]kubeletplugin.PrepareResult {
+	logger := klog.FromContext(ctx)
+	out := make(map[types.UID]kubeletplugin.PrepareResult, len(claims))
+	ss, err := s.begin(ctx)
+	if err != nil {
+		for _, c := range claims {
+			if c != nil {
+				out[c.UID] = kubeletplugin.PrepareResult{Err: fmt.Errorf("prepare claim %s: %w", claimRef(c), err)}
+			}
+		}
+		return out
+	}
+	defer ss.end()
+
+	var changed []*resourceapi.ResourceClaim
+	for _, claim := range claims {
+		if claim == nil {
+			continue
+		}
+		pc, isNew, err := ss.prepare(ctx, claim)
+		if err != nil {
+			logger.Error(err, "Preparing claim failed", "claim", klog.KObj(claim), "claimUID", claim.UID)
+			out[claim.UID] = kubeletplugin.PrepareResult{Err: err}
+			continue
+		}
+		out[claim.UID] = pc.PrepareResult()
+		if isNew {
+			changed = append(changed, claim)
+		}
+	}
+	s.hit("prepare:before-checkpoint")
+	if err := ss.save(); err != nil {
+		for _, c := range changed {
+			out[c.UID] = kubeletplugin.PrepareResult{Err: fmt.Errorf("prepare claim %s: record it in the checkpoint: %w", claimRef(c), err)}
+		}
+		logger.Error(err, "Recording prepared claims in the checkpoint failed; the kubelet will retry", "claims", len(changed))
+	}
+	return out
+}
+
+// prepare prepares one claim within the session. isNew is false when the
+// claim was already recorded as it is.
+func (ss *session) prepare(ctx context.Context, claim *resourceapi.ResourceClaim) (*PreparedClaim, bool, error) {
+	s := ss.s
+	logger := klog.FromContext(ctx)
+	ref := claimRef(claim)
+	if claim.UID == "" {
+		return nil, false, fmt.Errorf("claim %s has no UID", ref)
+	}
+	if old := ss.cp.Claims[claim.UID]; old != nil && !old.Recovered && old.Allocation == allocationFingerprint(claim, s.nodeName) {
+		written, err := s.cdi.WriteSpec(old)
+		if err != nil {
+			return nil, false, err
+		}
+		if written {
+			logger.Info("Restored the CDI spec of a prepared claim", "claim", klog.KObj(claim), "claimUID", claim.UID, "file", s.cdi.Path(old.SpecName))
+		} else {
+			logger.V(4).Info("Claim already prepared", "claim", klog.KObj(claim), "claimUID", claim.UID)
+		}
+		return old, false, nil
+	} else if old != nil {
+		logger.Info("Claim is recorded with a different or unknown allocation; preparing it afresh",
+			"claim", klog.KObj(claim), "claimUID", claim.UID, "recovered", old.Recovered)
+	}
+
+	inv := s.inventory()
+	if inv == nil {
+		return nil, false, fmt.Errorf("claim %s: the node's devices have not been discovered yet; the kubelet will retry", ref)
+	}
+	idx := s.index(inv)
+	plan, err := planClaim(claim, s.nodeName, idx)
+	if err != nil {
+		return nil, false, err
+	}
+	pc := NewPreparedClaim(plan)
+	if err := ss.checkExclusive(pc, ref, idx); err != nil {
+		return nil, false, err
+	}
+	written, err := s.cdi.WriteSpec(pc)
+	if err != nil {
+		return nil, false, err
+	}
+	s.hit("prepare:after-spec")
+	ss.put(pc, idx)
+	nodes := 0
+	for _, d := range pc.Devices {
+		nodes += len(d.Nodes)
+	}
+	logger.Info("Prepared claim", "claim", klog.KObj(claim), "claimUID", claim.UID,
+		"devices", len(pc.Devices), "nodes", nodes, "specWritten", written, "file", s.cdi.Path(pc.SpecName))
+	return pc, true, nil
+}
+
+// buildHolders indexes which claims hold which device nodes.
+func (ss *session) buildHolders(idx *inventoryIndex) {
+	if ss.holders != nil {
+		return
+	}
+	ss.holders = map[string][]holder{}
+	uids := make([]types.UID, 0, len(ss.cp.Claims))
+	for uid := range ss.cp.Claims {
+		uids = append(uids, uid)
+	}
+	sort.Slice(uids, func(i, j int) bool { return uids[i] < uids[j] })
+	for _, uid := range uids {
+		ss.addHolders(ss.cp.Claims[uid], idx)
+	}
+}
+
+func (ss *session) addHolders(pc *PreparedClaim, idx *inventoryIndex) {
+	ref := pc.Namespace + "/" + pc.Name
+	if pc.Recovered {
+		ref = "(name unknown, recovered from its CDI spec)"
+	}
+	for _, d := range pc.Devices {
+		if d.AdminAccess {
+			continue
+		}
+		excl := d.Exclusive
+		if pc.Recovered {
+			// The spec file does not say; ask the inventory, and keep the
+			// node blocked if the device is gone.
+			excl = true
+			if e, ok := idx.byName[d.Device]; ok {
+				excl = e.group.Sharing.Mode != v1alpha1.SharingShared
+			}
+		}
+		for i := range d.Nodes {
+			k := d.Nodes[i].nodeKey()
+			ss.holders[k] = append(ss.holders[k], holder{uid: pc.UID, claim: ref, device: d.Device, exclusive: excl})
+		}
+	}
+}
+
+func (ss *session) put(pc *PreparedClaim, idx *inventoryIndex) {
+	_, replaced := ss.cp.Claims[pc.UID]
+	ss.cp.Claims[pc.UID] = pc
+	if ss.holders == nil {
+		return
+	}
+	if replaced {
+		ss.holders = nil
+		ss.buildHolders(idx)
+		return
+	}
+	ss.addHolders(pc, idx)
+}
+
+// checkExclusive refuses a device node of an exclusive group that another
+// claim already holds: the scheduler should never allow it, so this is the
+// last line of defense. Admin access does not count.
+func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryIndex) error {
+	ss.buildHolders(idx)
+	var errs []error
+	for _, d := range pc.Devices {
+		if d.AdminAccess {
+			continue
+		}
+		for i := range d.Nodes {
+			n := &d.Nodes[i]
+			for _, h := range ss.holders[n.nodeKey()] {
+				if h.uid == pc.UID || (!d.Exclusive && !h.exclusive) {
+					continue
+				}
+				why := fmt.Sprintf("group %q is exclusive", d.Group)
+				if !d.Exclusive {
+					why = "that claim holds it exclusively"
+				}
+				errs = append(errs, fmt.Errorf("claim %s: device %q: device node %s is already prepared for claim %s (UID %s, device %q) and %s; it is freed when that claim is unprepared",
+					ref, d.Device, n.describe(), h.claim, h.uid, h.device, why))
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Unprepare undoes Prepare for each claim and returns an error (or nil)
+// for each claim UID. A claim that is not prepared succeeds; its spec file
+// is removed anyway.
+func (s *State) Unprepare(ctx context.Context, claims []kubeletplugin.NamespacedObject) map[types.UID]error {
+	logger := klog.FromContext(ctx)
+	out := make(map[types.UID]error, len(claims))
+	ss, err := s.begin(ctx)
+	if err != nil {
+		for _, c := range claims {
+			out[c.UID] = fmt.Errorf("unprepare claim %s: %w", c.NamespacedName, err)
+		}
+		return out
+	}
+	defer ss.end()
+
+	removed := map[types.UID]*PreparedClaim{}
+	for _, c := range claims {
+		if c.UID == "" {
+			out[c.UID] = fmt.Errorf("unprepare claim %s: no UID", c.NamespacedName)
+			continue
+		}
+		if pc := ss.cp.Claims[c.UID]; pc != nil {
+			removed[c.UID] = pc
+			delete(ss.cp.Claims, c.UID)
+		}
+	}
+	if len(removed) > 0 {
+		if err := ss.save(); err != nil {
+			logger.Error(err, "Recording unprepared claims in the checkpoint failed; the kubelet will retry")
+			for _, c := range claims {
+				if removed[c.UID] != nil {
+					out[c.UID] = fmt.Errorf("unprepare claim %s: record it in the checkpoint: %w", c.NamespacedName, err)
+				}
+			}
+			// Keep the spec files of claims still recorded as prepared.
+			for _, c := range claims {
+				if _, done := out[c.UID]; !done && c.UID != "" {
+					out[c.UID] = s.removeSpecs(ctx, c, nil)
+				}
+			}
+			return out
+		}
+	}
+	s.hit("unprepare:after-checkpoint")
+	for _, c := range claims {
+		if _, done := out[c.UID]; done {
+			continue
+		}
+		out[c.UID] = s.removeSpecs(ctx, c, removed[c.UID])
+	}
+	return out
+}
+
+func (s *State) removeSpecs(ctx context.Context, c kubeletplugin.NamespacedObject, pc *PreparedClaim) error {
+	err := s.cdi.RemoveSpec(c.UID)
+	if err == nil && pc != nil && pc.SpecName != "" {
+		if _, ok := claimUIDFromSpecName(pc.SpecName); ok {
+			err = s.cdi.removeFile(pc.SpecName)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("unprepare claim %s: %w", c.NamespacedName, err)
+	}
+	if pc != nil {
+		klog.FromContext(ctx).Info("Unprepared claim", "claim", c.NamespacedName, "claimUID", c.UID)
+	} else {
+		klog.FromContext(ctx).V(4).Info("Claim was not prepared", "claim", c.NamespacedName, "claimUID", c.UID)
+	}
+	return nil
+}
+
+// Reconcile makes the CDI directory match the checkpoint; call it once at
+// start, before serving the kubelet. It creates a missing CDI directory,
+// rewrites spec files of prepared claims that vanished or changed (a
+// reboot empties /var/run), and removes this driver's spec files of claims
+// that are not prepared, plus temp files that crashed writes left. Files
+// of other vendors and classes are never touched. A corrupt checkpoint is
+// recovered as described on State.
+func (s *State) Reconcile(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	if err := os.MkdirAll(s.cdi.Dir(), 0o755); err != nil {
+		return fmt.Errorf("create the CDI directory: %w", err)
+	}
+	ss, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer ss.end()
+
+	var errs []error
+	uids := make([]types.UID, 0, len(ss.cp.Claims))
+	for uid := range ss.cp.Claims {
+		uids = append(uids, uid)
+	}
+	sort.Slice(uids, func(i, j int) bool { return uids[i] < uids[j] })
+	for _, uid := range uids {
+		pc := ss.cp.Claims[uid]
+		written, err := s.cdi.WriteSpec(pc)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if written {
+			logger.Info("Rewrote the CDI spec of a prepared claim", "claim", klog.KRef(pc.Namespace, pc.Name), "claimUID", uid, "file", s.cdi.Path(pc.SpecName))
+		}
+	}
+	s.hit("reconcile:after-rewrite")
+
+	files, err := s.cdi.listSpecs()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, f := range files {
+		if pc := ss.cp.Claims[f.ClaimUID]; pc != nil && pc.SpecName == f.Name {
+			continue
+		}
+		if err := s.cdi.removeFile(f.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		logger.Info("Removed the CDI spec of a claim that is not prepared", "claimUID", f.ClaimUID, "file", s.cdi.Path(f.Name))
+	}
+	for _, tmp := range s.cdi.strayTempFiles() {
+		if err := os.Remove(tmp); err == nil {
+			logger.Info("Removed a CDI spec temp file left by an interrupted write", "file", tmp)
+		}
+	}
+	if stray, _ := filepath.Glob(s.checkpointPath + ".tmp*"); len(stray) > 0 {
+		for _, tmp := range stray {
+			if err := os.Remove(tmp); err == nil {
+				logger.Info("Removed a checkpoint temp file left by an interrupted write", "file", tmp)
+			}
+		}
+	}
+	logger.Info("Reconciled prepared claims", "claims", len(ss.cp.Claims), "cdiDir", s.cdi.Dir(), "checkpoint", s.checkpointPath)
+	return errors.Join(errs...)
+}
+
+// Prepared returns the prepared claims as of the last call (no I/O).
+func (s *State) Prepared() map[types.UID]PreparedClaim {
+	s.snapMu.RLock()
+	defer s.snapMu.RUnlock()
+	out := make(map[types.UID]PreparedClaim, len(s.snap))
+	for uid, pc := range s.snap {
+		out[uid] = pc.deepCopy()
+	}
+	return out
+}
+
+// PreparedDeviceNames lists the DRA device names that prepared claims hold
+// as of the last call (no I/O), sorted and without duplicates.
+func (s *State) PreparedDeviceNames() []string {
+	s.snapMu.RLock()
+	defer s.snapMu.RUnlock()
+	seen := map[string]bool{}
+	var names []string
+	for _, pc := range s.snap {
+		for _, d := range pc.Devices {
+			if d.Device != "" && !seen[d.Device] {
+				seen[d.Device] = true
+				names = append(names, d.Device)
+			}
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (pc *PreparedClaim) deepCopy() PreparedClaim {
+	out := *pc
+	out.Devices = make([]PreparedDevice, len(pc.Devices))
+	for i, d := range pc.Devices {
+		if d.ShareID != nil {
+			id := *d.ShareID
+			d.ShareID = &id
+		}
+		nodes := make([]PlannedNode, len(d.Nodes))
+		for j, n := range d.Nodes {
+			n.UID = copyPtr(n.UID)
+			n.GID = copyPtr(n.GID)
+			n.FileMode = copyPtr(n.FileMode)
+			nodes[j] = n
+		}
+		d.Nodes = nodes
+		out.Devices[i] = d
+	}
+	return out
+}
+
+func copyPtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}
