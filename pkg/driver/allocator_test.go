@@ -65,15 +65,18 @@ func TestAllocSelectWithCEL(t *testing.T) {
 		{name: "no such path", request: exactRequestForTest("r", "", pathIs("/dev/nope"))},
 		{name: "too large", request: exactRequestForTest("r", "", `has(`+capPrefix+`size) && `+capPrefix+`size.compareTo(quantity("1Ti")) >= 0`)},
 		{
-			// A selector that reads a capacity or attribute a device
-			// lacks (char devices have no size, kind, serial...) is a
-			// CEL runtime error, which fails scheduling of the pod
-			// instead of skipping the device. Selectors must use has()
-			// or optional chaining, or a class that only admits block
-			// devices.
-			name:    "unguarded selector reaching a char device is an error",
+			// Every device carries every attribute and the size capacity
+			// (0 and "" where not applicable), so an unguarded selector
+			// that reaches a char device is simply false there instead
+			// of a CEL "no such key" runtime error that would fail the
+			// pod's scheduling.
+			name:    "unguarded size selector is false on char devices, not an error",
 			request: exactRequestForTest("r", "", capPrefix+`size.compareTo(quantity("1Ti")) >= 0`),
-			wantErr: "CEL runtime error: no such key: size",
+		},
+		{
+			name:    "unguarded serial selector skips char devices",
+			request: exactRequestForTest("r", "", attrPrefix+`serial == "WD-1234"`),
+			want:    []string{"sdb"},
 		},
 		{
 			name:    "optional chaining instead of has()",

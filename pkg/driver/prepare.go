@@ -110,7 +110,9 @@ func newInventoryIndex(inv *discovery.Inventory) *inventoryIndex {
 	for gi := range inv.Groups {
 		g := &inv.Groups[gi]
 		if g.Bundle {
-			if _, dup := idx.byName[g.BundleName]; !dup && g.BundleName != "" {
+			// A bundle without nodes is not published (BuildResources);
+			// a claim that still names it finds it gone.
+			if _, dup := idx.byName[g.BundleName]; !dup && g.BundleName != "" && len(g.Devices) > 0 {
 				idx.byName[g.BundleName] = indexEntry{group: g}
 			}
 			continue
@@ -128,7 +130,6 @@ func newInventoryIndex(inv *discovery.Inventory) *inventoryIndex {
 // ourConfig is one opaque config entry addressed to this driver.
 type ourConfig struct {
 	index    int // position in allocation.devices.config
-	source   resourceapi.AllocationConfigSource
 	requests []string
 	raw      []byte
 
@@ -242,7 +243,7 @@ func planClaim(claim *resourceapi.ResourceClaim, nodeName string, idx *inventory
 		if c.Opaque == nil || c.Opaque.Driver != DriverName {
 			continue
 		}
-		oc := &ourConfig{index: i, source: c.Source, requests: c.Requests, raw: c.Opaque.Parameters.Raw}
+		oc := &ourConfig{index: i, requests: c.Requests, raw: c.Opaque.Parameters.Raw}
 		switch c.Source {
 		case resourceapi.AllocationConfigSourceClass:
 			classCfgs = append(classCfgs, oc)

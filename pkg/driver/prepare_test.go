@@ -433,6 +433,13 @@ func TestPlanClaimErrors(t *testing.T) {
 			want:    []string{`device "mp-all" allocated to claim default/foo is no longer on this node`},
 		},
 		{
+			name:    "bundle emptied",
+			results: ptResults(ptResult("all", "mp-all")),
+			inv: &discovery.Inventory{Groups: []discovery.Group{{Name: "mp", Bundle: true, BundleName: "mp-all",
+				Sharing: v1alpha1.Sharing{Mode: v1alpha1.SharingExclusive}}}},
+			want: []string{`device "mp-all" allocated to claim default/foo is no longer on this node`},
+		},
+		{
 			name:    "two nodes at the same container path",
 			results: ptResults(ptResult("a", "loop0"), ptResult("b", "loop1")),
 			configs: []resourceapi.DeviceAllocationConfiguration{

@@ -296,8 +296,8 @@ func TestSliceBuildSharing(t *testing.T) {
 		{name: "exclusive, empty mode is exclusive", group: func() discovery.Group { g := groupForTest("g", disk()); g.Sharing.Mode = ""; return g }(), device: "sda"},
 		{name: "shared disk, unbounded", group: sharedGroupForTest("g", 0, disk()), device: "sda", wantShared: true, wantSizePol: true},
 		{name: "shared disk, maxConsumers 3", group: sharedGroupForTest("g", 3, disk()), device: "sda", wantShared: true, wantConsumers: 3, wantSizePol: true},
-		{name: "shared char device, maxConsumers 1", group: sharedGroupForTest("g", 1, fuse()), device: "fuse", wantShared: true, wantConsumers: 1},
-		{name: "shared char device, unbounded", group: sharedGroupForTest("g", 0, fuse()), device: "fuse", wantShared: true},
+		{name: "shared char device, maxConsumers 1", group: sharedGroupForTest("g", 1, fuse()), device: "fuse", wantShared: true, wantConsumers: 1, wantSizePol: true},
+		{name: "shared char device, unbounded", group: sharedGroupForTest("g", 0, fuse()), device: "fuse", wantShared: true, wantSizePol: true},
 		{name: "shared bundle, maxConsumers 2", group: func() discovery.Group {
 			g := sharedGroupForTest("g", 2, disk(), fuse())
 			g.Bundle, g.BundleName = true, "g-all"

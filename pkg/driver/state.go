@@ -52,7 +52,9 @@ import (
 //
 // A checkpoint that cannot be trusted (bad JSON, bad checksum, unknown
 // version) is moved aside to checkpoint.json.corrupt-<UTC time>, never
-// deleted, and rebuilt from this driver's spec files, which hold every
+// deleted, and rebuilt from this driver's spec files. So is a checkpoint
+// that is missing while such spec files exist (Reconcile always leaves a
+// checkpoint file behind, so only a lost one is missing). Spec files hold every
 // prepared claim's UID, CDI devices and device nodes. The rebuilt entries
 // are marked Recovered: they keep their spec files, block their exclusive
 // device nodes, and are removed by Unprepare like any other; a Prepare of
@@ -217,8 +219,11 @@ func (s *State) beginLocked(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	cp, raw, err := LoadCheckpoint(s.checkpointPath)
-	if IsCorruptCheckpoint(err) {
+	switch {
+	case IsCorruptCheckpoint(err):
 		cp, raw, err = s.recoverCheckpoint(ctx, err)
+	case err == nil && raw == nil:
+		cp, raw, err = s.recoverMissingCheckpoint(ctx)
 	}
 	if err != nil {
 		_ = f.Close()
@@ -290,24 +295,36 @@ func (s *State) recoverCheckpoint(ctx context.Context, cause error) (*Checkpoint
 		return nil, nil, fmt.Errorf("%w; moving it aside failed, so no claim can be prepared or unprepared until the file is fixed or removed: %v", cause, err)
 	}
 	_ = syncDir(s.dataDir)
-	logger.Error(cause, "CHECKPOINT LOST: moved it aside and rebuilding it from the CDI spec files; claims prepared without a spec file cannot be recovered",
+	logger.Error(cause, "Checkpoint cannot be trusted: moved it aside and rebuilding it from the CDI spec files. "+
+		"A prepared claim whose spec file is gone too cannot be recovered; its Unprepare still succeeds.",
 		"movedTo", aside, "cdiDir", s.cdi.Dir())
-	cp := NewCheckpoint()
-	files, err := s.cdi.listSpecs()
+	cp, data, err := s.rebuildFromSpecs(ctx, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w; rebuilding it from the CDI spec files failed: %v", cause, err)
+		return nil, nil, fmt.Errorf("%w; %v", cause, err)
 	}
+	return cp, data, nil
+}
+
+// rebuildFromSpecs builds a checkpoint from this driver's spec files and
+// writes it. files may be given when already listed.
+func (s *State) rebuildFromSpecs(ctx context.Context, files []specFile) (*Checkpoint, []byte, error) {
+	logger := klog.FromContext(ctx)
+	if files == nil {
+		var err error
+		if files, err = s.cdi.listSpecs(); err != nil {
+			return nil, nil, fmt.Errorf("rebuilding the checkpoint from the CDI spec files failed: %w", err)
+		}
+	}
+	cp := NewCheckpoint()
 	for _, f := range files {
 		spec, err := s.cdi.readSpec(f.Name)
 		if err != nil {
 			logger.Error(err, "Cannot recover a claim from its CDI spec file; it will be removed as garbage", "file", s.cdi.Path(f.Name))
 			continue
 		}
-		if prev := cp.Claims[f.ClaimUID]; prev != nil {
+		if prev := cp.Claims[f.ClaimUID]; prev != nil && prev.SpecName == CDISpecName(f.ClaimUID) {
 			// Both .json and .yaml: keep the one this plugin writes.
-			if prev.SpecName == CDISpecName(f.ClaimUID) {
-				continue
-			}
+			continue
 		}
 		cp.Claims[f.ClaimUID] = preparedClaimFromSpec(f, spec, s.nodeName)
 		logger.Info("Recovered a prepared claim from its CDI spec file", "claimUID", f.ClaimUID, "file", s.cdi.Path(f.Name))
@@ -317,10 +334,29 @@ func (s *State) recoverCheckpoint(ctx context.Context, cause error) (*Checkpoint
 		err = writeCheckpointData(s.checkpointPath, data)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w; writing the rebuilt checkpoint failed: %v", cause, err)
+		return nil, nil, fmt.Errorf("writing the rebuilt checkpoint failed: %w", err)
 	}
-	logger.Info("Rebuilt the checkpoint", "claims", len(cp.Claims), "path", s.checkpointPath)
+	logger.Info("Rebuilt the checkpoint from the CDI spec files", "claims", len(cp.Claims), "path", s.checkpointPath)
 	return cp, data, nil
+}
+
+// recoverMissingCheckpoint handles a checkpoint file that does not exist.
+// On a fresh node there are no spec files of this driver either, and the
+// checkpoint is simply empty. Spec files without a checkpoint mean it was
+// lost (data directory wiped or moved): rather than take them for garbage,
+// which would break the restart of containers that use them, the
+// checkpoint is rebuilt from them.
+func (s *State) recoverMissingCheckpoint(ctx context.Context) (*Checkpoint, []byte, error) {
+	files, err := s.cdi.listSpecs()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(files) == 0 {
+		return NewCheckpoint(), nil, nil
+	}
+	klog.FromContext(ctx).Error(nil, "Checkpoint is missing but CDI spec files of prepared claims exist: rebuilding it from them",
+		"checkpoint", s.checkpointPath, "cdiDir", s.cdi.Dir(), "specFiles", len(files))
+	return s.rebuildFromSpecs(ctx, files)
 }
 
 func (s *State) setSnapshot(cp *Checkpoint) {
@@ -656,6 +692,11 @@ func (s *State) Reconcile(ctx context.Context) error {
 				logger.Info("Removed a checkpoint temp file left by an interrupted write", "file", tmp)
 			}
 		}
+	}
+	// Make sure the file exists from now on: a missing checkpoint next to
+	// spec files then means it was lost.
+	if err := ss.save(); err != nil {
+		errs = append(errs, err)
 	}
 	logger.Info("Reconciled prepared claims", "claims", len(ss.cp.Claims), "cdiDir", s.cdi.Dir(), "checkpoint", s.checkpointPath)
 	return errors.Join(errs...)

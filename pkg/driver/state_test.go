@@ -495,6 +495,42 @@ func TestStateCorruptCheckpointIsRecovered(t *testing.T) {
 	}
 }
 
+// TestStateLostCheckpointIsRebuilt: the data directory is wiped while the
+// CDI dir survives. The spec files of running pods must not be taken for
+// garbage.
+func TestStateLostCheckpointIsRebuilt(t *testing.T) {
+	ctx := ptCtx(t)
+	env := newPtEnv(t)
+	s := env.state(t, ctx)
+	foo := ptClaim("foo", ptResults(ptResult("disk", "loop0")))
+	mustPrepare(t, ctx, s, foo)
+	id := ptFileID(t, env.specPath(foo.UID))
+	if err := os.RemoveAll(env.dataDir); err != nil {
+		t.Fatal(err)
+	}
+	s = env.state(t, ctx)
+	if !ptExists(env.specPath(foo.UID)) || ptFileID(t, env.specPath(foo.UID)) != id {
+		t.Fatal("spec of a prepared claim removed or rewritten after the checkpoint was lost")
+	}
+	if e := env.checkpoint(t).Claims[foo.UID]; e == nil || !e.Recovered {
+		t.Fatalf("claim not recovered: %+v", e)
+	}
+	err := prepareErr(t, ctx, s, ptClaim("bar", ptResults(ptResult("d", "loop0"))))
+	if !strings.Contains(err.Error(), "(UID uid-foo") {
+		t.Errorf("err = %v", err)
+	}
+	mustUnprepare(t, ctx, s, ptRef(foo))
+	if ptExists(env.specPath(foo.UID)) {
+		t.Error("spec left after Unprepare")
+	}
+	// A fresh node (no checkpoint, no specs) starts empty and gets a file.
+	env2 := newPtEnv(t)
+	env2.state(t, ctx)
+	if cp := env2.checkpoint(t); len(cp.Claims) != 0 || !ptExists(filepath.Join(env2.dataDir, CheckpointFileName)) {
+		t.Errorf("fresh node: %+v", cp)
+	}
+}
+
 func TestStateUnreadableCheckpointIsNotTouched(t *testing.T) {
 	ctx := ptCtx(t)
 	env := newPtEnv(t)
