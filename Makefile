@@ -47,3 +47,65 @@ lint: ## gofmt check, go vet and golangci-lint (fetched from the Go module proxy
 .PHONY: clean
 clean: ## remove build output
 	rm -rf $(BIN_DIR)
+
+# --- e2e cluster ---
+# A real single-node Kubernetes (v1.37.2, containerd 2 with CDI) on 127.0.0.1 for the end-to-end
+# tests; needs root. Binaries are cached outside the repo. See test/e2e/cluster/README.md.
+E2E_CLUSTER := test/e2e/cluster
+
+.PHONY: e2e-build e2e-up e2e-down e2e-status
+e2e-build: ## build the e2e cluster (kubernetes, containerd, etcd; cold ~10 min, then seconds)
+	$(E2E_CLUSTER)/build.sh
+
+e2e-up: e2e-build ## start the single-node e2e cluster (idempotent); prints the KUBECONFIG to use
+	$(E2E_CLUSTER)/up.sh
+
+e2e-down: ## stop the e2e cluster and remove everything it put on the machine
+	$(E2E_CLUSTER)/down.sh
+
+e2e-status: ## the e2e cluster's processes, nodes and pods
+	$(E2E_CLUSTER)/status.sh
+
+# --- deploy ---
+# The manifests under deploy/ (kustomize overlays, Helm chart; see deploy/README.md). Their tests
+# (go test ./deploy/...) render them with helm and kustomize built from the Go module proxy into
+# bin/tools. They are tools, not go.mod dependencies: the Helm and kustomize libraries would raise
+# modules the plugin itself links (grpc, protobuf, golang.org/x/net, OpenTelemetry).
+TOOLS_DIR         := $(abspath $(BIN_DIR)/tools)
+HELM_VERSION      ?= v4.3.1
+KUSTOMIZE_VERSION ?= v5.8.2
+HELM              := $(TOOLS_DIR)/helm
+KUSTOMIZE         := $(TOOLS_DIR)/kustomize
+DEPLOY_OUT        := _output/deploy
+
+.PHONY: tools manifests helm-template helm-lint deploy-test
+tools: $(TOOLS_DIR)/.helm-$(HELM_VERSION) $(TOOLS_DIR)/.kustomize-$(KUSTOMIZE_VERSION) ## build helm and kustomize into bin/tools (cold: ~4 min, then nothing)
+
+# A stamp per version: changing HELM_VERSION or KUSTOMIZE_VERSION rebuilds the tool.
+$(TOOLS_DIR)/.helm-$(HELM_VERSION):
+	@mkdir -p $(TOOLS_DIR)
+	GOBIN=$(TOOLS_DIR) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	@rm -f $(TOOLS_DIR)/.helm-* && touch $@
+
+$(TOOLS_DIR)/.kustomize-$(KUSTOMIZE_VERSION):
+	@mkdir -p $(TOOLS_DIR)
+	GOBIN=$(TOOLS_DIR) $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@rm -f $(TOOLS_DIR)/.kustomize-* && touch $@
+
+manifests: tools ## render every install path into _output/deploy/*.yaml for review
+	@mkdir -p $(DEPLOY_OUT)
+	@for o in dra legacy openshift; do \
+		$(KUSTOMIZE) build deploy/kustomize/overlays/$$o > $(DEPLOY_OUT)/kustomize-$$o.yaml || exit 1; \
+		echo "$(DEPLOY_OUT)/kustomize-$$o.yaml"; \
+	done
+	@$(HELM) template power-dev-plugin deploy/helm/power-dev-plugin -n power-dev-plugin > $(DEPLOY_OUT)/helm-default.yaml
+	@echo "$(DEPLOY_OUT)/helm-default.yaml"
+
+helm-template: tools ## print the Helm chart rendered with its default values
+	$(HELM) template power-dev-plugin deploy/helm/power-dev-plugin -n power-dev-plugin
+
+helm-lint: tools ## helm lint the chart
+	$(HELM) lint deploy/helm/power-dev-plugin
+
+deploy-test: tools ## the deploy/ tests alone
+	$(GO) test $(GOFLAGS_TEST) ./deploy/...

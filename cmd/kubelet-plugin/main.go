@@ -58,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "discover":
 			return runDiscover(ctx, args[1:], stdout, stderr)
+		case "healthcheck":
+			return runHealthcheck(ctx, args[1:], stdout)
 		case "version":
 			fmt.Fprintf(stdout, "power-dev-plugin %s (commit %s)\n", version, gitCommit)
 			return nil
@@ -79,6 +81,8 @@ Usage:
   power-dev-plugin [flags]            run the kubelet plugin (see --help)
   power-dev-plugin discover [flags]   show what this node would publish, and why
                                       anything was left out (see discover --help)
+  power-dev-plugin healthcheck [ADDR] exit 0 when the running plugin is healthy
+                                      (for exec probes: the image has no shell)
   power-dev-plugin version            print the version
 
 `)

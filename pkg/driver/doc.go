@@ -33,11 +33,9 @@
 //	device.attributes["power-dev-plugin.io"].path == "/dev/sdb"
 //	device.capacity["power-dev-plugin.io"].size.compareTo(quantity("100Gi")) >= 0
 //
-// Character devices have no block attributes and no size. A selector that
-// reads a missing attribute or capacity is a CEL runtime error that fails
-// scheduling of the pod rather than skipping the device, so selectors that
-// may meet such devices guard with has(...) or optional chaining
-// (device.capacity["power-dev-plugin.io"].?size.orValue(quantity("0"))), or
-// the DeviceClass admits only block devices first
-// (device.attributes["power-dev-plugin.io"].type == "block").
+// Every device carries every attribute and the size capacity: a char device
+// has kind "", serial "" and size 0, a disk without a serial has serial "".
+// A selector that read a missing key would be a CEL runtime error that fails
+// the pod's scheduling instead of skipping the device; with uniform
+// attributes a selector such as serial == "X" is just false elsewhere.
 package driver
