@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery/discoverytest"
+)
+
+const mib = 1 << 20
+
+// hostTree lays out a small host: a root disk vda with a mounted partition,
+// a free disk sdb with a serial, an unbound loop device and /dev/mem.
+func hostTree(t *testing.T) *discoverytest.Tree {
+	t.Helper()
+	tr := discoverytest.New(t)
+	if tr.Fake() {
+		// The CLI has no flag for the test-only stat hook; mknod needs
+		// CAP_MKNOD, which CI (root) has.
+		t.Skip("needs root to create device nodes in the fixture tree")
+	}
+	tr.AddBlock(discoverytest.Block{Name: "vda", Dev: discoverytest.DevNum{Major: 254, Minor: 0}, Size: 64 * mib})
+	tr.AddBlock(discoverytest.Block{Name: "vda1", Dev: discoverytest.DevNum{Major: 254, Minor: 1}, Size: 32 * mib, Parent: "vda"})
+	tr.AddBlock(discoverytest.Block{Name: "sdb", Dev: discoverytest.DevNum{Major: 8, Minor: 16}, Size: 128 * mib,
+		Model: "Virtual Disk", Serial: "SER-0001", WWID: "naa.5000c500a1b2c3d4"})
+	tr.AddBlock(discoverytest.Block{Name: "loop3", Dev: discoverytest.DevNum{Major: 7, Minor: 3}})
+	tr.CharNode("/dev/mem", 1, 1)
+	tr.Mount("/dev/vda1", discoverytest.DevNum{Major: 254, Minor: 1}, "/", "ext4")
+	return tr
+}
+
+func runCmd(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestDiscoverJSON(t *testing.T) {
+	tr := hostTree(t)
+	out, _, err := runCmd(t, "discover", "--host-root", tr.Root, "-o", "json")
+	if err != nil {
+		t.Fatalf("discover: %v", err)
+	}
+	var rep struct {
+		Devices []struct {
+			Group, Name, Path, Type string
+			Major, Minor            uint32
+			Attributes              map[string]any
+		}
+		Excluded []struct{ Path, Reason string }
+	}
+	dec := json.NewDecoder(strings.NewReader(out))
+	if err := dec.Decode(&rep); err != nil {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	if len(rep.Devices) != 1 {
+		t.Fatalf("want exactly sdb published, got %+v", rep.Devices)
+	}
+	d := rep.Devices[0]
+	if d.Group != "dev" || d.Name != "sdb" || d.Path != "/dev/sdb" || d.Type != "block" || d.Major != 8 || d.Minor != 16 {
+		t.Errorf("device: %+v", d)
+	}
+	if d.Attributes["serial"] != "SER-0001" || d.Attributes["size"] != float64(128*mib) || d.Attributes["kind"] != "disk" {
+		t.Errorf("attributes: %v", d.Attributes)
+	}
+	reasons := map[string]string{}
+	for _, e := range rep.Excluded {
+		reasons[e.Path] = e.Reason
+	}
+	for path, want := range map[string]string{
+		"/dev/vda":   "in use: partition vda1 is mounted at /",
+		"/dev/vda1":  "in use: mounted at /",
+		"/dev/loop3": "empty: size 0",
+	} {
+		if !strings.HasPrefix(reasons[path], want) {
+			t.Errorf("%s: reason %q, want prefix %q", path, reasons[path], want)
+		}
+	}
+	if _, listed := reasons["/dev/mem"]; listed {
+		// /dev/mem is not named by the default config's globs (block
+		// only), so it is not a candidate at all.
+		t.Errorf("/dev/mem should not be a candidate of the default config")
+	}
+}
+
+func TestDiscoverTableAndYAML(t *testing.T) {
+	tr := hostTree(t)
+	out, _, err := runCmd(t, "discover", "--host-root", tr.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"GROUP dev: 1 device(s)", "sdb", "/dev/sdb", "8:16", "serial=SER-0001", "LEFT OUT: 3", "in use: mounted at /"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table output lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, err = runCmd(t, "discover", "--host-root", tr.Root, "-o", "yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "path: /dev/sdb") || !strings.Contains(out, "excluded:") {
+		t.Errorf("yaml output:\n%s", out)
+	}
+}
+
+func TestDiscoverConfigAndAllowInUse(t *testing.T) {
+	tr := hostTree(t)
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte(`apiVersion: power-dev-plugin.io/v1alpha1
+kind: DiscoveryConfig
+groups:
+- name: raw
+  include: ["/dev/vda", "/dev/mem", "/dev/sd*"]
+  exclude: ["/dev/sdb"]
+allowInUse: ["/dev/vda"]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCmd(t, "discover", "--host-root", tr.Root, "--config", cfg, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"path": "/dev/vda"`, `"reason": "kernel interface: never published"`, `excluded from group \"raw\" by pattern \"/dev/sdb\"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+func TestDiscoverBadInput(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("apiVersion: power-dev-plugin.io/v1alpha1\nkind: DiscoveryConfig\ngroups:\n- name: g\n  include: [\"/dev/[x\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantMsg  []string
+	}{
+		{"bad glob names file and field", []string{"discover", "--config", bad}, exitUsage, []string{bad, "groups[0].include[0]", "bad glob pattern"}},
+		{"missing file", []string{"discover", "--config", filepath.Join(dir, "nope.yaml")}, exitUsage, []string{"nope.yaml"}},
+		{"bad output format", []string{"discover", "-o", "xml"}, exitUsage, []string{"--output", "table, yaml or json"}},
+		{"unknown flag", []string{"discover", "--bogus"}, exitUsage, []string{"bogus"}},
+		{"stray argument", []string{"discover", "extra"}, exitUsage, []string{"unexpected arguments: extra"}},
+		{"host root without mount table", []string{"discover", "--host-root", dir}, exitFailure, []string{"discovery under " + dir}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := runCmd(t, tc.args...)
+			var ee *exitError
+			if !errors.As(err, &ee) {
+				t.Fatalf("want an exitError, got %v", err)
+			}
+			if ee.code != tc.wantCode {
+				t.Errorf("exit code %d, want %d (%v)", ee.code, tc.wantCode, err)
+			}
+			for _, m := range tc.wantMsg {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("message %q lacks %q", err, m)
+				}
+			}
+		})
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	out, _, err := runCmd(t, "version")
+	if err != nil || !strings.HasPrefix(out, "power-dev-plugin ") {
+		t.Errorf("version: %q, %v", out, err)
+	}
+	out, _, err = runCmd(t, "help")
+	if err != nil || !strings.Contains(out, "discover") {
+		t.Errorf("help: %q, %v", out, err)
+	}
+}
+
+func TestPluginFlagsValidation(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
+	_, _, err := runCmd(t, "--mode", "dra")
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), "--node-name") {
+		t.Errorf("missing node name: %v", err)
+	}
+	_, _, err = runCmd(t, "--mode", "nonsense", "--node-name", "n")
+	if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), "must be dra, device-plugin or auto") {
+		t.Errorf("bad mode: %v", err)
+	}
+}
+
+func TestEnvFallback(t *testing.T) {
+	t.Setenv("NODE_NAME", "from-env")
+	var f pluginFlags
+	fs := newFlagSet("t")
+	f.register(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if f.nodeName != "from-env" {
+		t.Errorf("node name from env: %q", f.nodeName)
+	}
+	if err := fs.Parse([]string{"--node-name", "from-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.nodeName != "from-flag" {
+		t.Errorf("flag must win over env: %q", f.nodeName)
+	}
+}

@@ -1,0 +1,109 @@
+// Package discovery finds the host device nodes the driver may hand to pods
+// and sorts them into the configured groups.
+//
+// # Sources
+//
+// Everything is read under a host root (WithHostRoot, default "/"):
+//
+//   - Block devices come from sysfs, <root>/sys/class/block/<kname>. The host
+//     path is /dev/<kname>, where a "!" in the kernel name stands for "/"
+//     (cciss!c0d0 is /dev/cciss/c0d0). The device numbers are those of the
+//     node <root>/dev/<kname> itself; a missing node, a node that is not a
+//     block device or one whose numbers differ from sysfs's "dev" attribute
+//     leaves the device out. Size, model, vendor, serial (also from SCSI VPD
+//     page 0x80), WWID, rotational, removable, read-only, the disk of a
+//     partition, dm name and uuid, slaves and holders come from sysfs too.
+//     Partitions carry their disk's model, vendor, rotational and removable
+//     values; serial and WWID stay with the disk.
+//   - A block device's aliases are /dev/mapper/<dm name> (when it leads to the
+//     same node) and the /dev/disk/by-id links that point at it.
+//   - Character devices are looked at only when an include pattern names
+//     them: globs are expanded (for groups whose types take character
+//     devices) and exact paths are looked up. Links are followed. Several
+//     paths of one node make one device: the node's own path, when named,
+//     else the first link, with the other paths as aliases.
+//   - Mounts come from <root>/proc/1/mountinfo (or <root>/proc/self/mountinfo),
+//     swap from <root>/proc/swaps, btrfs members from
+//     <root>/sys/fs/btrfs/*/devices. Discover fails when it cannot read a
+//     mount table: it would not know what is safe.
+//
+// Symbolic links are resolved inside the root: an absolute target such as
+// /dev/accel0 means <root>/dev/accel0.
+//
+// # Groups
+//
+// Include and exclude patterns are path.Match globs over host paths. A block
+// device matches a pattern when its /dev path or any alias does. Groups are
+// tried in configuration order; a node belongs to the first group that
+// includes it and does not exclude it, and later groups never see it.
+// Exclude always wins over include.
+//
+// A group's types filter (block, char) applies to glob patterns only. A
+// pattern without metacharacters (* ? [ \) names one path exactly and
+// takes it whatever its type: this is how the default configuration's
+// block-only group "dev" also takes /dev/crypto/nx-gzip.
+//
+// # Safety rules
+//
+// After the patterns, and whatever they say, these rules keep a device
+// back. Only an exact host path in AllowInUse (the device's /dev path or an
+// alias; no globs) lifts them, for that device alone:
+//
+//   - In use: a block device that backs a mounted file system (matched by
+//     mountinfo's device number and by its /dev source, which btrfs needs)
+//     or active swap. What it is built on (slaves, recursively) is in use
+//     too, so is the disk of a used partition, and so are the partitions of
+//     a wholly used disk.
+//   - Held: a device something is stacked on (non-empty holders/: multipath
+//     paths, LVM physical volumes, md members) is published only as the top
+//     of its stack. A disk with a held partition is held too.
+//   - Kernel interfaces (/dev/mem, /dev/kmem, /dev/port, /dev/kmsg,
+//     watchdogs, CPU MSR and CPUID, device-mapper and loop control,
+//     /dev/snapshot, ...) are never published, recognised by device number
+//     and by path.
+//
+// A block device of size 0 is no device (unbound loop device, empty drive,
+// unconfigured zram) and is left out as well.
+//
+// # Exclusions
+//
+// Every node left out is listed once in Inventory.Excluded with the most
+// important reason, in this order:
+//
+//	kernel interface: never published
+//	in use: mounted at /
+//	in use: swap
+//	in use: member of mounted btrfs file system <fsid>
+//	in use: under dm-0 (vg-root) which is mounted at /
+//	in use: partition vda1 is mounted at /boot
+//	in use: on disk sdb which is mounted at /srv
+//	held by dm-1 (mpatha)
+//	partition sdb1 is held by dm-2 (vg-data)
+//	empty: size 0 (loop device with no backing file)
+//	hidden by the kernel: no device node of its own
+//	no block device node at /dev/x
+//	device node /dev/x is 8:1 but sysfs says 8:2
+//	excluded from group "disks" by pattern "/dev/sda*"
+//	not included by any group
+//
+// so the root disk says it is in use even when no group includes it.
+//
+// # Names
+//
+// Device.Name is a DNS-1123 label unique on the node and stable: the path
+// without "/dev/", lower case, runs of other characters than [a-z0-9] made
+// one "-", no "-" at the ends (/dev/crypto/nx-gzip is crypto-nx-gzip). A
+// name longer than 63 characters is cut and ends in "-" and 6 hex digits of
+// the path's SHA-256. When names meet, a bundle group's name stays, else
+// the node whose path maps to the name without loss (only "/" turned into
+// "-") keeps it; every other node gets the hash suffix. Names depend on the
+// set of paths only, never on the order directories list them.
+//
+// # Watching
+//
+// A Watcher runs Discover again when the kernel reports a device event
+// (netlink uevents), when <root>/dev, <root>/dev/mapper or
+// <root>/dev/disk/by-id change, when the configuration file changes, and
+// every rescan interval in any case. Events are debounced, and a new
+// inventory is sent only when it differs from the last one.
+package discovery

@@ -1,0 +1,197 @@
+package discovery
+
+import (
+	"io/fs"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
+)
+
+// StatFunc reports what kind of file path is and, for device nodes, its
+// device numbers. path is a real filesystem path (host root included) with
+// every symbolic link already resolved. The mode carries only type bits:
+// fs.ModeDevice for a block device, fs.ModeDevice|fs.ModeCharDevice for a
+// character device, fs.ModeDir for a directory and 0 for a regular file.
+//
+// The default calls stat(2). Replacing it is meant for tests that cannot
+// create device nodes because mknod(2) needs CAP_MKNOD.
+type StatFunc func(path string) (mode fs.FileMode, major, minor uint32, err error)
+
+// Option changes how Discover works.
+type Option func(*settings)
+
+// WatcherOption changes how a Watcher works.
+type WatcherOption func(*settings)
+
+type settings struct {
+	root string
+	stat StatFunc
+
+	// Watcher only.
+	cfg        *v1alpha1.DiscoveryConfig
+	rescan     time.Duration
+	debounce   time.Duration
+	configPath string
+	loader     func() (*v1alpha1.DiscoveryConfig, error)
+	noUevents  bool
+}
+
+const (
+	// DefaultRescanInterval is how often a Watcher rescans when no event
+	// arrives.
+	DefaultRescanInterval = time.Minute
+	// DefaultDebounce is how long a Watcher collects events before it
+	// rescans.
+	DefaultDebounce = 200 * time.Millisecond
+)
+
+func defaultSettings() settings {
+	return settings{
+		root:     "/",
+		stat:     statNode,
+		rescan:   DefaultRescanInterval,
+		debounce: DefaultDebounce,
+	}
+}
+
+func newSettings(opts []Option) settings {
+	s := defaultSettings()
+	for _, o := range opts {
+		if o != nil {
+			o(&s)
+		}
+	}
+	return s
+}
+
+// WithHostRoot makes discovery read the host's /dev, /sys and /proc under
+// dir instead of under "/", e.g. "/host" in a container that mounts the host
+// root there. Reported paths stay host paths (/dev/...).
+func WithHostRoot(dir string) Option {
+	return func(s *settings) {
+		if dir == "" {
+			dir = "/"
+		}
+		s.root = filepath.Clean(dir)
+	}
+}
+
+// WithStat replaces the stat(2) call used to read device nodes; nil restores
+// the default. See StatFunc.
+func WithStat(f StatFunc) Option {
+	return func(s *settings) {
+		if f == nil {
+			f = statNode
+		}
+		s.stat = f
+	}
+}
+
+// WithWatchHostRoot is WithHostRoot for a Watcher: its scans and file
+// watches use <dir>/dev, <dir>/sys and <dir>/proc.
+func WithWatchHostRoot(dir string) WatcherOption {
+	return WatcherOption(WithHostRoot(dir))
+}
+
+// WithDiscoverOptions passes options to every scan of a Watcher (WithStat in
+// tests).
+func WithDiscoverOptions(opts ...Option) WatcherOption {
+	return func(s *settings) {
+		for _, o := range opts {
+			if o != nil {
+				o(s)
+			}
+		}
+	}
+}
+
+// WithConfig sets the configuration a Watcher uses when it has no loader,
+// and while its loader fails. Without it and without a loader the Watcher
+// uses v1alpha1.DefaultDiscoveryConfig().
+func WithConfig(cfg *v1alpha1.DiscoveryConfig) WatcherOption {
+	return func(s *settings) { s.cfg = cfg }
+}
+
+// WithConfigLoader makes a Watcher call load before every scan to get the
+// current configuration. When load fails the Watcher keeps using the last
+// configuration that loaded (or the one from WithConfig) and logs the error;
+// when there is none yet, Run fails rather than guess one.
+func WithConfigLoader(load func() (*v1alpha1.DiscoveryConfig, error)) WatcherOption {
+	return func(s *settings) { s.loader = load }
+}
+
+// WithConfigFile names the configuration file the loader reads. Its
+// directory is watched so that edits trigger a scan at once (ConfigMap
+// updates, which swap a "..data" link, are seen too); without it edits are
+// seen at the next event or rescan.
+func WithConfigFile(path string) WatcherOption {
+	return func(s *settings) { s.configPath = path }
+}
+
+// WithRescanInterval sets how often a Watcher rescans even without events
+// (default DefaultRescanInterval). A value <= 0 keeps the default.
+func WithRescanInterval(d time.Duration) WatcherOption {
+	return func(s *settings) {
+		if d > 0 {
+			s.rescan = d
+		}
+	}
+}
+
+// WithDebounce sets how long a Watcher waits after the first event of a
+// burst before it rescans (default DefaultDebounce). A value < 0 keeps the
+// default.
+func WithDebounce(d time.Duration) WatcherOption {
+	return func(s *settings) {
+		if d >= 0 {
+			s.debounce = d
+		}
+	}
+}
+
+// withoutUevents keeps a Watcher off the kernel uevent socket (tests).
+func withoutUevents() WatcherOption {
+	return func(s *settings) { s.noUevents = true }
+}
+
+// statNode is the default StatFunc.
+func statNode(path string) (fs.FileMode, uint32, uint32, error) {
+	var st unix.Stat_t
+	for {
+		err := unix.Stat(path, &st)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, 0, 0, &fs.PathError{Op: "stat", Path: path, Err: err}
+		}
+		break
+	}
+	var mode fs.FileMode
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFBLK:
+		mode = fs.ModeDevice
+	case unix.S_IFCHR:
+		mode = fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFDIR:
+		mode = fs.ModeDir
+	case unix.S_IFREG:
+		mode = 0
+	case unix.S_IFLNK:
+		mode = fs.ModeSymlink
+	case unix.S_IFIFO:
+		mode = fs.ModeNamedPipe
+	case unix.S_IFSOCK:
+		mode = fs.ModeSocket
+	default:
+		mode = fs.ModeIrregular
+	}
+	rdev := uint64(st.Rdev) //nolint:unconvert // Rdev is uint32 on some platforms.
+	return mode, unix.Major(rdev), unix.Minor(rdev), nil
+}
+
+func isBlockMode(m fs.FileMode) bool { return m&fs.ModeDevice != 0 && m&fs.ModeCharDevice == 0 }
+func isCharMode(m fs.FileMode) bool  { return m&fs.ModeDevice != 0 && m&fs.ModeCharDevice != 0 }

@@ -1,0 +1,193 @@
+package discovery
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
+)
+
+// These tests use the running kernel: loop devices, mkfs, mount, swapon.
+// They skip when not root or when a tool is missing, and undo everything
+// they set up in t.Cleanup, also when they fail.
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to set up loop devices")
+	}
+}
+
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s not available: %v", name, err)
+	}
+	return p
+}
+
+// attachLoop backs a free loop device with a new file of the given size and
+// detaches it at cleanup.
+func attachLoop(t *testing.T, size int64) string {
+	t.Helper()
+	requireRoot(t)
+	losetup := requireTool(t, "losetup")
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(losetup, "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot set up a loop device: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { detachLoop(t, dev) })
+	return dev
+}
+
+func detachLoop(t *testing.T, dev string) {
+	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+		// Already detached by the test is fine.
+		if !strings.Contains(string(out), "No such device") {
+			t.Logf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	}
+}
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Skipf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func realDiscover(t *testing.T, cfg *v1alpha1.DiscoveryConfig) *Inventory {
+	t.Helper()
+	inv, err := Discover(testContext(t), cfg, WithHostRoot("/"))
+	if err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+	checkInvariants(t, cfg, inv)
+	return inv
+}
+
+func TestRealLoopDevice(t *testing.T) {
+	dev := attachLoop(t, 16*mib)
+	inv := realDiscover(t, config(nil, v1alpha1.DeviceGroup{Name: "loops", Include: []string{"/dev/loop*"}}))
+	d := findDevice(inv, dev)
+	if d == nil {
+		t.Fatalf("%s not published: %+v", dev, outcomes(inv)[dev])
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		t.Fatal(err)
+	}
+	if maj, min := unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev)); d.Major != maj || d.Minor != min {
+		t.Errorf("%s: %d:%d, node is %d:%d", dev, d.Major, d.Minor, maj, min)
+	}
+	if d.Block == nil || d.Block.SizeBytes != 16*mib || d.Block.Kind != KindLoop {
+		t.Errorf("%s: block info %+v, want a 16 MiB loop device", dev, d.Block)
+	}
+	if d.Name != filepath.Base(dev) || d.Group != "loops" || d.Type != v1alpha1.DeviceTypeBlock {
+		t.Errorf("%s: %+v", dev, *d)
+	}
+}
+
+// rootDevice finds the device number of the file system mounted at "/".
+func rootDevice(t *testing.T) (uint32, uint32) {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Skipf("no mountinfo: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	var maj, min uint32
+	found := false
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && fields[4] == "/" {
+			// The last mount at "/" is the visible one.
+			if _, err := fmt.Sscanf(fields[2], "%d:%d", &maj, &min); err == nil {
+				found = true
+			}
+		}
+	}
+	if !found || maj == 0 {
+		t.Skip("the root file system is not on a block device")
+	}
+	return maj, min
+}
+
+func TestRealRootDiskInUse(t *testing.T) {
+	maj, min := rootDevice(t)
+	link, err := os.Readlink(fmt.Sprintf("/sys/dev/block/%d:%d", maj, min))
+	if err != nil {
+		t.Skipf("root device %d:%d not in sysfs: %v", maj, min, err)
+	}
+	dev := devPathOf(filepath.Base(link))
+	inv := realDiscover(t, v1alpha1.DefaultDiscoveryConfig())
+	if o := outcomes(inv)[dev]; o.reason != "in use: mounted at /" {
+		t.Errorf("root device %s (%d:%d): got %+v, want in use: mounted at /", dev, maj, min, o)
+	}
+	// Whatever the configuration says, it stays out.
+	inv = realDiscover(t, config(nil, v1alpha1.DeviceGroup{Name: "all", Include: []string{"/dev/*", dev}}))
+	if o := outcomes(inv)[dev]; o.group != "" || !strings.HasPrefix(o.reason, "in use: ") {
+		t.Errorf("root device %s with include %s: got %+v", dev, dev, o)
+	}
+}
+
+func TestRealMountedLoopInUse(t *testing.T) {
+	mkfs := requireTool(t, "mkfs.ext4")
+	dev := attachLoop(t, 16*mib)
+	run(t, mkfs, "-q", "-F", dev)
+	dir := t.TempDir()
+	if err := unix.Mount(dev, dir, "ext4", 0, ""); err != nil {
+		t.Skipf("cannot mount %s: %v", dev, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	cfg := config(nil, v1alpha1.DeviceGroup{Name: "loops", Include: []string{"/dev/loop*"}})
+	inv := realDiscover(t, cfg)
+	if o, want := outcomes(inv)[dev], "in use: mounted at "+dir; o.reason != want {
+		t.Errorf("%s: got %+v, want %q", dev, o, want)
+	}
+	// Lifted by its exact path.
+	cfg.AllowInUse = []string{dev}
+	if inv := realDiscover(t, cfg); findDevice(inv, dev) == nil {
+		t.Errorf("%s not published with allowInUse: %+v", dev, outcomes(inv)[dev])
+	}
+}
+
+func TestRealSwapLoopInUse(t *testing.T) {
+	mkswap := requireTool(t, "mkswap")
+	swapon := requireTool(t, "swapon")
+	swapoff := requireTool(t, "swapoff")
+	dev := attachLoop(t, 16*mib)
+	run(t, mkswap, dev)
+	run(t, swapon, dev)
+	t.Cleanup(func() {
+		if out, err := exec.Command(swapoff, dev).CombinedOutput(); err != nil {
+			t.Errorf("swapoff %s: %v: %s", dev, err, out)
+		}
+	})
+	inv := realDiscover(t, config(nil, v1alpha1.DeviceGroup{Name: "loops", Include: []string{"/dev/loop*"}}))
+	if o := outcomes(inv)[dev]; o.reason != "in use: swap" {
+		t.Errorf("%s: got %+v, want in use: swap", dev, o)
+	}
+}
