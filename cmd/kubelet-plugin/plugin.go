@@ -96,7 +96,11 @@ func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	f.register(fs)
 	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
 	klog.InitFlags(klogFlags)
-	fs.AddGoFlagSet(klogFlags)
+	// Only the verbosity flags: the rest of klog's are about log files,
+	// which a DaemonSet does not use.
+	for _, name := range []string{"v", "vmodule"} {
+		fs.AddGoFlag(klogFlags.Lookup(name))
+	}
 	if err := parseFlags(fs, args, pluginUsage); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -96,6 +97,15 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 		return nil, errors.New("Kubernetes client is required")
 	}
 	logger := klog.FromContext(ctx)
+	// The kubelet creates its directories; create them anyway so a plugin
+	// that starts first, or a test, does not fail on a missing directory.
+	for _, dir := range []string{d.opts.registrarDir, d.opts.dataDir} {
+		if dir != "" {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return nil, fmt.Errorf("create %s: %w", dir, err)
+			}
+		}
+	}
 
 	state, err := NewState(
 		WithStateNodeName(d.opts.nodeName),
