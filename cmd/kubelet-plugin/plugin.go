@@ -162,12 +162,15 @@ func newWatcher(ctx context.Context, f pluginFlags) *discovery.Watcher {
 	return discovery.NewWatcher(opts...)
 }
 
-func loadConfigQuiet(ctx context.Context, path string) (*v1alpha1.DiscoveryConfig, error) {
-	cfg, err := loadConfig(ctx, path)
-	if err != nil {
-		return nil, err
+// loadConfigQuiet loads the configuration without logging its warnings:
+// the watcher calls it before every scan, and the warnings were logged once
+// at start.
+func loadConfigQuiet(_ context.Context, path string) (*v1alpha1.DiscoveryConfig, error) {
+	if path == "" {
+		return v1alpha1.DefaultDiscoveryConfig(), nil
 	}
-	return cfg, nil
+	cfg, _, err := v1alpha1.LoadDiscoveryConfig(path)
+	return cfg, err
 }
 
 func runDRA(ctx context.Context, f pluginFlags, client kubernetes.Interface) error {
