@@ -98,6 +98,8 @@ func DeviceAttributes(d *discovery.Device) map[resourceapi.QualifiedName]resourc
 		AttrRotational: boolAttr(b.Rotational),
 		AttrRemovable:  boolAttr(b.Removable),
 		AttrReadOnly:   boolAttr(b.ReadOnly),
+		AttrBundle:     boolAttr(false),
+		AttrNodes:      intAttr(1),
 	}
 }
 
@@ -120,11 +122,14 @@ func DeviceCapacity(d *discovery.Device) map[resourceapi.QualifiedName]resourcea
 // publishes: the group, how many nodes it carries, and the node type when all
 // nodes share one.
 func BundleAttributes(g *discovery.Group) map[resourceapi.QualifiedName]resourceapi.DeviceAttribute {
-	a := map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
-		AttrGroup:  strAttr(g.Name),
-		AttrBundle: boolAttr(true),
-		AttrNodes:  intAttr(int64(len(g.Devices))),
-	}
+	// Start from the same full set every node device has (all empty), so
+	// that selectors written for single devices are false on a bundle,
+	// never a CEL "no such key" error.
+	a := DeviceAttributes(&discovery.Device{Group: g.Name})
+	delete(a, AttrMajor)
+	delete(a, AttrMinor)
+	a[AttrBundle] = boolAttr(true)
+	a[AttrNodes] = intAttr(int64(len(g.Devices)))
 	var typ v1alpha1.DeviceType
 	for i, d := range g.Devices {
 		if i == 0 {
@@ -134,9 +139,7 @@ func BundleAttributes(g *discovery.Group) map[resourceapi.QualifiedName]resource
 			break
 		}
 	}
-	if typ != "" {
-		a[AttrType] = strAttr(string(typ))
-	}
+	a[AttrType] = strAttr(string(typ))
 	return a
 }
 

@@ -264,12 +264,15 @@ func TestSliceBuildBundle(t *testing.T) {
 			if got := d.Attributes[AttrGroup].StringValue; got == nil || *got != tc.group.Name {
 				t.Errorf("group attribute: got %v, want %q", got, tc.group.Name)
 			}
-			gotType, hasType := d.Attributes[AttrType]
-			switch {
-			case tc.wantType == "" && hasType:
-				t.Errorf("type attribute: got %q, want none", *gotType.StringValue)
-			case tc.wantType != "" && (!hasType || *gotType.StringValue != tc.wantType):
+			// Mixed node types: type is "" (present, so selectors on it
+			// are false rather than a CEL error).
+			if gotType, hasType := d.Attributes[AttrType]; !hasType || *gotType.StringValue != tc.wantType {
 				t.Errorf("type attribute: got %v, want %q", gotType.StringValue, tc.wantType)
+			}
+			for _, name := range []resourceapi.QualifiedName{AttrSerial, AttrKind, AttrPath, AttrWWN} {
+				if _, ok := d.Attributes[name]; !ok {
+					t.Errorf("bundle lacks attribute %s: every device must carry every attribute", name)
+				}
 			}
 			if got := d.Capacity[CapSize].Value; got.Value() != tc.wantSize {
 				t.Errorf("size: got %s, want %d", &got, tc.wantSize)
