@@ -857,11 +857,28 @@ func describeNode(n *node) string {
 }
 
 // hostPaths lists the host paths a claim's plan gives the container.
+// hostPaths lists the distinct host device nodes a plan hands over (a
+// device-mapper node also appears under its /dev/mapper name: one host node).
 func hostPaths(p *driver.ClaimPlan) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, d := range p.Devices {
+		for _, n := range d.Nodes {
+			if !seen[n.HostPath] {
+				seen[n.HostPath] = true
+				out = append(out, n.HostPath)
+			}
+		}
+	}
+	return out
+}
+
+// containerPaths lists every path a plan creates in the container.
+func containerPaths(p *driver.ClaimPlan) []string {
 	var out []string
 	for _, d := range p.Devices {
 		for _, n := range d.Nodes {
-			out = append(out, n.HostPath)
+			out = append(out, n.ContainerPath)
 		}
 	}
 	return out
@@ -1267,6 +1284,10 @@ var expectations = map[string]func(t *testing.T, r *unitResult){
 		wantShared(t, r, "mpath", "", pods...)
 		for _, p := range pods {
 			wantPaths(t, r, p, "mpath", mpaths...)
+			// Db2 opens the LUNs by their multipath names.
+			if got := containerPaths(r.pods[p].plans["mpath"]); !slices.Contains(got, "/dev/mapper/mpatha") {
+				t.Errorf("pod %s: container paths %v lack /dev/mapper/mpatha", p, got)
+			}
 		}
 		// No maxConsumers: scaling up keeps working.
 		tmpl := r.unit.template("db2-mpath")

@@ -323,7 +323,20 @@ func planClaim(claim *resourceapi.ResourceClaim, nodeName string, idx *inventory
 		cfg := reqCfgs[r.Request].cfg
 		pd.Nodes = make([]PlannedNode, 0, len(devs))
 		for di := range devs {
-			pd.Nodes = append(pd.Nodes, planNode(&devs[di], g, cfg))
+			n := planNode(&devs[di], g, cfg)
+			pd.Nodes = append(pd.Nodes, n)
+			// A device-mapper device also appears under its
+			// /dev/mapper name, which is how LVM, multipath and Db2
+			// name it, unless the claim put the node elsewhere.
+			if cfg == nil || cfg.ContainerPath == "" {
+				for _, alias := range devs[di].Aliases {
+					if strings.HasPrefix(alias, "/dev/mapper/") && alias != devs[di].Path {
+						an := n
+						an.ContainerPath = alias
+						pd.Nodes = append(pd.Nodes, an)
+					}
+				}
+			}
 		}
 		nodesPerRequest[r.Request] += len(devs)
 		plan.Devices = append(plan.Devices, pd)
