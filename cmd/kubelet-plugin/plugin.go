@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/deviceplugin"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/driver"
 )
@@ -29,8 +30,14 @@ environment variable named in its help; a flag on the command line wins.
 Modes:
   dra            a Dynamic Resource Allocation kubelet plugin (Kubernetes 1.34+):
                  publishes ResourceSlices and prepares ResourceClaims through CDI
-  device-plugin  a kubelet device plugin serving power-dev-plugin/<group>
-  auto           dra when the API server serves resource.k8s.io/v1, else device-plugin
+  device-plugin  a kubelet device plugin serving power-dev-plugin/<group> (one per
+                 configured group; the default group "dev" is the old plugin's
+                 power-dev-plugin/dev); needs no API server access
+  auto           (default) dra when the API server serves resource.k8s.io/v1 and this
+                 node's kubelet is 1.34 or newer, else device-plugin; logs why
+
+Configuration: --config, except that the old plugin's config.json wins when it
+exists (--legacy-config, default /etc/power-device-plugin/config.json).
 
 Subcommands: discover (what would be published, and why not), version.
 `
@@ -50,10 +57,15 @@ type pluginFlags struct {
 	kubeAPIBurst   int
 	rescanInterval time.Duration
 	healthAddr     string
+
+	// Device-plugin mode.
+	devicePluginDir string
+	devicePluginCDI bool
+	legacyConfig    string
 }
 
 func (f *pluginFlags) register(fs *pflag.FlagSet) {
-	stringFlag(fs, &f.mode, "mode", "", "MODE", "dra", "dra, device-plugin or auto")
+	stringFlag(fs, &f.mode, "mode", "", "MODE", modeAuto, "dra, device-plugin or auto")
 	stringFlag(fs, &f.nodeName, "node-name", "", "NODE_NAME", "", "name of this node (required; from the downward API in a DaemonSet)")
 	stringFlag(fs, &f.kubeconfig, "kubeconfig", "", "KUBECONFIG", "", "kubeconfig file; empty: the in-cluster configuration")
 	stringFlag(fs, &f.configFile, "config", "", "CONFIG_FILE", "", "DiscoveryConfig file (or the old plugin's config.json); empty: the built-in default group \"dev\"; re-read when it changes")
@@ -66,6 +78,16 @@ func (f *pluginFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", intEnv("KUBE_API_BURST", 100), "burst of queries to the API server (env KUBE_API_BURST)")
 	fs.DurationVar(&f.rescanInterval, "rescan-interval", durationEnv("RESCAN_INTERVAL", time.Minute), "safety rescan of the devices besides kernel events (env RESCAN_INTERVAL)")
 	stringFlag(fs, &f.healthAddr, "health-address", "", "HEALTH_ADDRESS", "127.0.0.1:51515", "address of the /healthz and /readyz HTTP endpoint; empty: off")
+	stringFlag(fs, &f.devicePluginDir, "device-plugin-dir", "", "DEVICE_PLUGIN_DIR", deviceplugin.DefaultPluginDir, "device-plugin mode: the kubelet's device-plugin directory (its kubelet.sock, and the plugin's sockets)")
+	fs.BoolVar(&f.devicePluginCDI, "device-plugin-cdi", boolEnv("DEVICE_PLUGIN_CDI", true), "device-plugin mode: also name CDI devices (from a static spec in --cdi-dir) next to the DeviceSpecs; turn off for runtimes with CDI explicitly disabled (env DEVICE_PLUGIN_CDI)")
+	stringFlag(fs, &f.legacyConfig, "legacy-config", "", "LEGACY_CONFIG_FILE", defaultLegacyConfig, "the old plugin's config.json; when this file exists it is used instead of --config; empty: never")
+}
+
+func boolEnv(env string, def bool) bool {
+	if v, err := strconv.ParseBool(envDefault(env, "")); err == nil {
+		return v
+	}
+	return def
 }
 
 func floatEnv(env string, def float64) float64 {
@@ -108,21 +130,31 @@ func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ctx = klog.NewContext(ctx, logger)
 	logger.Info("Starting", "version", version, "commit", gitCommit, "mode", f.mode, "node", f.nodeName)
 
-	if f.nodeName == "" {
-		return &exitError{code: exitUsage, err: fmt.Errorf("--node-name (or NODE_NAME) is required")}
-	}
 	switch f.mode {
-	case "dra":
-	case "device-plugin", "auto":
-		return &exitError{code: exitUsage, err: fmt.Errorf("--mode=%s is not available yet; use --mode=dra", f.mode)}
+	case modeDRA:
+		if f.nodeName == "" {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--node-name (or NODE_NAME) is required")}
+		}
+	case modeDevicePlugin, modeAuto:
 	default:
 		return &exitError{code: exitUsage, err: fmt.Errorf("--mode %q: must be dra, device-plugin or auto", f.mode)}
 	}
 	// Fail early, with exit code 2, on a bad configuration file.
-	if _, err := loadConfig(ctx, f.configFile); err != nil {
+	f.logConfigChoice(ctx)
+	path, _ := f.configPath()
+	if _, err := loadConfig(ctx, path); err != nil {
 		return err
 	}
+	if f.mode == modeDevicePlugin {
+		// A kubelet device plugin talks to the kubelet only.
+		return runDevicePlugin(ctx, f)
+	}
 	client, err := newKubeClient(f)
+	if f.mode == modeAuto {
+		if f.mode = resolveAutoMode(ctx, client, err, f.nodeName); f.mode == modeDevicePlugin {
+			return runDevicePlugin(ctx, f)
+		}
+	}
 	if err != nil {
 		return &exitError{code: exitFailure, err: err}
 	}
@@ -146,18 +178,26 @@ func newKubeClient(f pluginFlags) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// newWatcher builds the discovery watcher both modes consume.
+// newWatcher builds the discovery watcher both modes consume. The file is
+// chosen again before every scan: creating or deleting the old plugin's
+// config.json switches to or from it.
 func newWatcher(ctx context.Context, f pluginFlags) *discovery.Watcher {
+	last, _ := f.configPath()
 	loader := func() (*v1alpha1.DiscoveryConfig, error) {
-		return loadConfigQuiet(ctx, f.configFile)
+		path, _ := f.configPath()
+		if path != last {
+			klog.FromContext(ctx).Info("Configuration file changed", "from", last, "to", path)
+			last = path
+		}
+		return loadConfigQuiet(ctx, path)
 	}
 	opts := []discovery.WatcherOption{
 		discovery.WithWatchHostRoot(f.hostRoot),
 		discovery.WithRescanInterval(f.rescanInterval),
 		discovery.WithConfigLoader(loader),
 	}
-	if f.configFile != "" {
-		opts = append(opts, discovery.WithConfigFile(f.configFile))
+	if last != "" {
+		opts = append(opts, discovery.WithConfigFile(last))
 	}
 	return discovery.NewWatcher(opts...)
 }

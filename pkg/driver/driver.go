@@ -175,6 +175,7 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 		srcErr <- src.Run(ctx)
 	}()
 
+	updates := src.Updates()
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,7 +190,12 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 				return fmt.Errorf("device discovery: %w", err)
 			}
 			return nil
-		case inv := <-src.Updates():
+		case inv, ok := <-updates:
+			if !ok {
+				// The source is ending; its error arrives on srcErr.
+				updates = nil
+				continue
+			}
 			if inv == nil {
 				continue
 			}
