@@ -262,26 +262,35 @@ func normalizeConfig(c *v1alpha1.DiscoveryConfig) string {
 // expectedMounts describes the DaemonSet's volumes: mount path in the
 // container -> the volume behind it.
 type mountSpec struct {
-	hostPath string // "" for the ConfigMap
+	hostPath string // "" for a ConfigMap
 	hostType corev1.HostPathType
 	readOnly bool
+	// configMap names the ConfigMap when hostPath is ""; optional says it
+	// need not exist.
+	configMap string
+	optional  bool
 }
 
 func expectedMounts(kubelet string, dra, devicePlugin bool) map[string]mountSpec {
+	host := func(path string, t corev1.HostPathType, readOnly bool) mountSpec {
+		return mountSpec{hostPath: path, hostType: t, readOnly: readOnly}
+	}
 	m := map[string]mountSpec{
-		"/host/dev":              {"/dev", corev1.HostPathDirectory, true},
-		"/host/sys":              {"/sys", corev1.HostPathDirectory, true},
-		"/host/proc/1/mountinfo": {"/proc/1/mountinfo", corev1.HostPathFile, true},
-		"/host/proc/swaps":       {"/proc/swaps", corev1.HostPathFile, true},
-		"/var/run/cdi":           {"/var/run/cdi", corev1.HostPathDirectoryOrCreate, false},
-		"/etc/power-dev-plugin":  {"", "", true},
+		"/host/dev":              host("/dev", corev1.HostPathDirectory, true),
+		"/host/sys":              host("/sys", corev1.HostPathDirectory, true),
+		"/host/proc/1/mountinfo": host("/proc/1/mountinfo", corev1.HostPathFile, true),
+		"/host/proc/swaps":       host("/proc/swaps", corev1.HostPathFile, true),
+		"/var/run/cdi":           host("/var/run/cdi", corev1.HostPathDirectoryOrCreate, false),
+		"/etc/power-dev-plugin":  {readOnly: true, configMap: "power-dev-plugin-config"},
 	}
 	if dra {
-		m[kubelet+"/plugins_registry"] = mountSpec{kubelet + "/plugins_registry", corev1.HostPathDirectoryOrCreate, false}
-		m[kubelet+"/plugins/power-dev-plugin.io"] = mountSpec{kubelet + "/plugins/power-dev-plugin.io", corev1.HostPathDirectoryOrCreate, false}
+		m[kubelet+"/plugins_registry"] = host(kubelet+"/plugins_registry", corev1.HostPathDirectoryOrCreate, false)
+		m[kubelet+"/plugins/power-dev-plugin.io"] = host(kubelet+"/plugins/power-dev-plugin.io", corev1.HostPathDirectoryOrCreate, false)
 	}
 	if devicePlugin {
-		m[kubelet+"/device-plugins"] = mountSpec{kubelet + "/device-plugins", corev1.HostPathDirectory, false}
+		m[kubelet+"/device-plugins"] = host(kubelet+"/device-plugins", corev1.HostPathDirectory, false)
+		// The old plugin's ConfigMap at its old path, when the namespace has it.
+		m["/etc/power-device-plugin"] = mountSpec{readOnly: true, configMap: "power-device-config", optional: true}
 	}
 	return m
 }
@@ -296,6 +305,7 @@ func TestDaemonSet(t *testing.T) {
 	}
 	checkDaemonSet(t, helmTemplate(t, "--set", "mode=auto"), "auto", "/var/lib/kubelet")
 	checkDaemonSet(t, helmTemplate(t, "--set", "kubeletDir=/var/lib/k0s/kubelet"), "dra", "/var/lib/k0s/kubelet")
+	checkDaemonSet(t, helmTemplate(t, "--set", "kubeletDir=/var/lib/k0s/kubelet,mode=device-plugin"), "device-plugin", "/var/lib/k0s/kubelet")
 }
 
 func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
@@ -435,6 +445,10 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 		wantEnv["KUBELET_REGISTRAR_DIR"] = kubelet + "/plugins_registry"
 		wantEnv["KUBELET_PLUGINS_DIR"] = kubelet + "/plugins"
 	}
+	if devicePlugin {
+		wantEnv["DEVICE_PLUGIN_DIR"] = kubelet + "/device-plugins"
+		wantEnv["LEGACY_CONFIG_FILE"] = "/etc/power-device-plugin/config.json"
+	}
 	for name, e := range env {
 		if e.ValueFrom == nil && wantEnv[name] != e.Value {
 			errorf("env %s=%q, want %q", name, e.Value, wantEnv[name])
@@ -475,8 +489,8 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 		}
 		switch {
 		case w.hostPath == "":
-			if v.ConfigMap == nil || v.ConfigMap.Name != "power-dev-plugin-config" {
-				errorf("mount %s: want the ConfigMap power-dev-plugin-config, got %+v", vm.MountPath, v.VolumeSource)
+			if v.ConfigMap == nil || v.ConfigMap.Name != w.configMap || (v.ConfigMap.Optional != nil && *v.ConfigMap.Optional) != w.optional {
+				errorf("mount %s: want the ConfigMap %s (optional %v), got %+v", vm.MountPath, w.configMap, w.optional, v.VolumeSource)
 			}
 		case v.HostPath == nil || v.HostPath.Path != w.hostPath || v.HostPath.Type == nil || *v.HostPath.Type != w.hostType:
 			errorf("mount %s: want hostPath %s (%s), got %+v", vm.MountPath, w.hostPath, w.hostType, v.VolumeSource)
@@ -493,6 +507,16 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 	}
 	if want[env["CDI_DIR"].Value].hostPath != "/var/run/cdi" {
 		errorf("CDI_DIR is not the host's /var/run/cdi")
+	}
+	if devicePlugin {
+		// The kubelet dials <its device-plugins dir>/<registered socket
+		// name>: the plugin's directory must be that host directory.
+		if d := env["DEVICE_PLUGIN_DIR"].Value; want[d].hostPath != d {
+			errorf("DEVICE_PLUGIN_DIR %s is not the host's %s mounted at the same path", d, d)
+		}
+		if d := path.Dir(env["LEGACY_CONFIG_FILE"].Value); want[d].configMap != "power-device-config" {
+			errorf("LEGACY_CONFIG_FILE %s is not in the mount of the old ConfigMap", env["LEGACY_CONFIG_FILE"].Value)
+		}
 	}
 	if dra {
 		// The kubelet dials the socket path the plugin registers: the data

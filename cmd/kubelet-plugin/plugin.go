@@ -66,14 +66,14 @@ type pluginFlags struct {
 
 func (f *pluginFlags) register(fs *pflag.FlagSet) {
 	stringFlag(fs, &f.mode, "mode", "", "MODE", modeAuto, "dra, device-plugin or auto")
-	stringFlag(fs, &f.nodeName, "node-name", "", "NODE_NAME", "", "name of this node (required; from the downward API in a DaemonSet)")
+	stringFlag(fs, &f.nodeName, "node-name", "", "NODE_NAME", "", "name of this node, from the downward API in a DaemonSet (required for dra; auto reads the node's kubelet version; device-plugin does not use it)")
 	stringFlag(fs, &f.kubeconfig, "kubeconfig", "", "KUBECONFIG", "", "kubeconfig file; empty: the in-cluster configuration")
 	stringFlag(fs, &f.configFile, "config", "", "CONFIG_FILE", "", "DiscoveryConfig file (or the old plugin's config.json); empty: the built-in default group \"dev\"; re-read when it changes")
 	stringFlag(fs, &f.hostRoot, "host-root", "", "HOST_ROOT", "/", "directory where the host's /dev, /sys and /proc are found")
 	stringFlag(fs, &f.cdiDir, "cdi-dir", "", "CDI_DIR", "/var/run/cdi", "directory for the CDI specs the container runtime reads")
 	stringFlag(fs, &f.registrarDir, "kubelet-registrar-dir", "", "KUBELET_REGISTRAR_DIR", "/var/lib/kubelet/plugins_registry", "kubelet's plugin registration directory")
 	stringFlag(fs, &f.pluginsDir, "kubelet-plugins-dir", "", "KUBELET_PLUGINS_DIR", "/var/lib/kubelet/plugins", "kubelet's plugins directory; the plugin keeps its socket and checkpoint in <dir>/"+driver.DriverName)
-	stringFlag(fs, &f.podUID, "pod-uid", "", "POD_UID", "", "UID of this plugin's pod; when set, a new DaemonSet pod can start before the old one stops (rolling update)")
+	stringFlag(fs, &f.podUID, "pod-uid", "", "POD_UID", "", "UID of this plugin's pod; when set, a new DaemonSet pod can start before the old one stops (rolling update); device-plugin mode names its sockets after it")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", floatEnv("KUBE_API_QPS", 50), "queries per second to the API server (env KUBE_API_QPS); client-go's default of 5 caps claim preparation at about 5 claims/s")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", intEnv("KUBE_API_BURST", 100), "burst of queries to the API server (env KUBE_API_BURST)")
 	fs.DurationVar(&f.rescanInterval, "rescan-interval", durationEnv("RESCAN_INTERVAL", time.Minute), "safety rescan of the devices besides kernel events (env RESCAN_INTERVAL)")

@@ -1,0 +1,126 @@
+package deviceplugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"tags.cncf.io/container-device-interface/pkg/cdi"
+	"tags.cncf.io/container-device-interface/pkg/parser"
+	cdispec "tags.cncf.io/container-device-interface/specs-go"
+)
+
+// CDI naming. The device plugin keeps one static spec file of kind
+// power-dev-plugin.io/device in the CDI directory,
+//
+//	<cdi dir>/power-dev-plugin.io-device.json
+//
+// with one CDI device per device (or bundle) it serves, named like the
+// device: power-dev-plugin.io/device=sdb. All IDs of a shared device name the
+// same CDI device. The DRA driver's per-claim specs are of class "claim",
+// so the two never define the same CDI device.
+const (
+	CDIVendor = "power-dev-plugin.io"
+	CDIClass  = "device"
+	CDIKind   = CDIVendor + "/" + CDIClass
+)
+
+// CDISpecFile is the name of the spec file in the CDI directory.
+var CDISpecFile = cdi.GenerateSpecName(CDIVendor, CDIClass) + ".json"
+
+// CDIDeviceName is the fully qualified CDI name of a device or bundle.
+func CDIDeviceName(device string) string { return parser.QualifiedName(CDIVendor, CDIClass, device) }
+
+// BuildCDISpec is the static spec for the given sets: one CDI device per
+// distinct device, with its nodes at their host paths (and device-mapper
+// nodes at /dev/mapper/<name> too) and the group's permissions. UID, GID and mode are left to the runtime, which gives the
+// node to the container's user. Nil when there is no device (a spec
+// without devices is invalid).
+func BuildCDISpec(sets []*DeviceSet) (*cdispec.Spec, error) {
+	spec := &cdispec.Spec{Kind: CDIKind}
+	done := map[string]bool{}
+	for _, s := range sets {
+		for i := range s.Units {
+			u := &s.Units[i]
+			if done[u.Device] {
+				continue
+			}
+			done[u.Device] = true
+			d := cdispec.Device{Name: u.Device}
+			d.ContainerEdits.DeviceNodes = make([]*cdispec.DeviceNode, 0, len(u.Nodes))
+			for _, n := range u.Nodes {
+				for _, cp := range n.containerPaths() {
+					d.ContainerEdits.DeviceNodes = append(d.ContainerEdits.DeviceNodes, &cdispec.DeviceNode{
+						Path:        cp,
+						HostPath:    n.Path,
+						Type:        n.Type,
+						Major:       int64(n.Major),
+						Minor:       int64(n.Minor),
+						Permissions: s.Permissions,
+					})
+				}
+			}
+			spec.Devices = append(spec.Devices, d)
+		}
+	}
+	if len(spec.Devices) == 0 {
+		return nil, nil
+	}
+	sort.Slice(spec.Devices, func(i, j int) bool { return spec.Devices[i].Name < spec.Devices[j].Name })
+	v, err := cdispec.MinimumRequiredVersion(spec)
+	if err != nil {
+		return nil, fmt.Errorf("CDI spec version: %w", err)
+	}
+	spec.Version = v
+	return spec, nil
+}
+
+// cdiWriter keeps the static spec file, through the CDI library's cache
+// (validation, temporary file and rename).
+type cdiWriter struct {
+	dir   string
+	cache *cdi.Cache
+}
+
+func newCDIWriter(dir string) (*cdiWriter, error) {
+	dir = filepath.Clean(dir)
+	cache, err := cdi.NewCache(cdi.WithSpecDirs(dir), cdi.WithAutoRefresh(false))
+	if err != nil {
+		return nil, fmt.Errorf("CDI cache for %s: %w", dir, err)
+	}
+	return &cdiWriter{dir: dir, cache: cache}, nil
+}
+
+func (w *cdiWriter) path() string { return filepath.Join(w.dir, CDISpecFile) }
+
+// write makes the spec file hold spec (removes it for nil), unless it holds
+// exactly that already. It returns the device names the file now defines.
+func (w *cdiWriter) write(spec *cdispec.Spec) (map[string]bool, bool, error) {
+	if spec == nil {
+		err := w.cache.RemoveSpec(CDISpecFile)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, false, fmt.Errorf("remove CDI spec %s: %w", w.path(), err)
+		}
+		return map[string]bool{}, err == nil, nil
+	}
+	names := make(map[string]bool, len(spec.Devices))
+	for _, d := range spec.Devices {
+		names[d.Name] = true
+	}
+	// The CDI library writes a .json spec as json.Marshal of it.
+	want, err := json.Marshal(spec)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode CDI spec: %w", err)
+	}
+	if have, err := os.ReadFile(w.path()); err == nil && bytes.Equal(have, want) {
+		return names, false, nil
+	}
+	if err := w.cache.WriteSpec(spec, CDISpecFile); err != nil {
+		return nil, false, fmt.Errorf("write CDI spec %s: %w", w.path(), err)
+	}
+	return names, true, nil
+}
