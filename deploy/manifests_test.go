@@ -397,8 +397,8 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 
 	// Resources: the documented requests and a memory limit, no CPU limit.
 	wantRes := corev1.ResourceRequirements{
-		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
-		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("192Mi")},
 	}
 	if !reflect.DeepEqual(canonicalResources(c.Resources), canonicalResources(wantRes)) {
 		errorf("resources %v", c.Resources)
