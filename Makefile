@@ -144,3 +144,15 @@ image: ## build the multi-arch OCI image archive _output/power-dev-plugin-<versi
 image-verify: ## check the image archive: platforms, configs, a root-owned 0755 static binary per arch, ref name
 	@test -f $(IMAGE_ARCHIVE) || { echo "$(IMAGE_ARCHIVE) does not exist: run make image"; exit 1; }
 	$(GO) run ./hack/mkimage verify -elf -tag $(IMAGE) -version $(VERSION) -platforms "$(IMAGE_PLATFORMS)" $(IMAGE_ARCHIVE)
+
+# --- e2e suite ---
+# The cluster tests (test/e2e/README.md): the image from `make image` (this machine's architecture only),
+# the cluster above, the driver installed with the shipped kustomize overlay (patched by test/e2e/overlay),
+# loop devices for the node, then the ten scenarios. Needs root. The cluster stays up afterwards (a second run
+# takes a few minutes) unless E2E_DOWN=1. E2E_ONLY=REGEXP runs some scenarios only.
+.PHONY: e2e demo
+e2e: ## run the cluster test suite (builds and starts the e2e cluster if needed)
+	test/e2e/run.sh
+
+demo: ## a local cluster with the driver, and the first example using its device (then: make e2e-down)
+	test/e2e/demo.sh

@@ -149,6 +149,10 @@ fi
 
 # 8. Loop devices backed by files of the cluster (it makes none itself; tests clean up their own).
 for dev in $(losetup -n -O NAME,BACK-FILE 2>/dev/null | awk -v a="$E2E_STATE/" -v b="$KUBELET_ROOT/" 'index($2,a)==1 || index($2,b)==1 {print $1}'); do
+	# (a test's swap device: detaching an active swap device only marks it autoclear and leaves it)
+	if grep -q "^$dev " /proc/swaps; then log "swapoff $dev"; swapoff "$dev" || true; fi
+	# partitions added from user space (partx -a) leave their /dev nodes behind unless removed the same way
+	partx -d "$dev" 2>/dev/null || true
 	log "detaching $dev"
 	losetup -d "$dev"
 done
