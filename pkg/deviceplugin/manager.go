@@ -573,15 +573,27 @@ func (m *Manager) serveHealth(ctx context.Context, wg *sync.WaitGroup) (*http.Se
 		writeStatus(w)
 	})
 	ln, err := net.Listen("tcp", m.opts.healthAddr)
-	if err != nil {
+	if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
 		return nil, fmt.Errorf("health endpoint %s: %w", m.opts.healthAddr, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		logger := klog.FromContext(ctx)
+		// With hostNetwork, the pod a rolling update replaces still holds
+		// the port for a while: keep trying rather than fail the rollout.
+		for ln == nil {
+			logger.Info("Health endpoint address in use, retrying", "address", m.opts.healthAddr)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			ln, _ = net.Listen("tcp", m.opts.healthAddr)
+		}
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.FromContext(ctx).Error(err, "Health endpoint stopped")
+			logger.Error(err, "Health endpoint stopped")
 		}
 	}()
 	return srv, nil

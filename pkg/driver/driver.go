@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
@@ -373,14 +374,27 @@ func (d *Driver) serveHealth(ctx context.Context, addr string) (*http.Server, er
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
+	if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
 		return nil, fmt.Errorf("health endpoint %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
+		logger := klog.FromContext(ctx)
+		// With hostNetwork, the pod a rolling update replaces still holds
+		// the port for a while: keep trying instead of failing, which
+		// would stall the rollout (maxUnavailable 0).
+		for ln == nil {
+			logger.Info("Health endpoint address in use, retrying", "address", addr)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			ln, _ = net.Listen("tcp", addr)
+		}
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.FromContext(ctx).Error(err, "Health endpoint stopped")
+			logger.Error(err, "Health endpoint stopped")
 		}
 	}()
 	return srv, nil

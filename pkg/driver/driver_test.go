@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -362,5 +364,56 @@ func TestDriverStartReconciles(t *testing.T) {
 	}
 	if _, err := os.Stat(foreign); err != nil {
 		t.Errorf("another vendor's spec must be left alone: %v", err)
+	}
+}
+
+// With hostNetwork the pod being replaced in a rolling update still holds the
+// health port: the new plugin must start anyway and take the port once free.
+func TestDriverHealthEndpointWaitsForPort(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := busy.Addr().String()
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	base, err := os.MkdirTemp("", "pdp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	d, err := Start(ctx, WithKubeClient(newFakeClient()), WithNodeName("node-1"), WithCDIDir(filepath.Join(base, "cdi")),
+		WithRegistrarDir(filepath.Join(base, "reg")), WithPluginDataDir(filepath.Join(base, "data")), WithHealthAddress(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := newChanSource()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, src) }()
+	src.ch <- inventoryForTest(groupForTest("null", charDeviceForTest("null", "/dev/null", 1, 3)))
+	select {
+	case err := <-done:
+		t.Fatalf("Run ended while the health port was busy: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	busy.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health endpoint never came up on %s: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
 	}
 }
