@@ -55,10 +55,12 @@ type reportGroup struct {
 }
 
 func runDiscover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var configFile, hostRoot, output string
+	var configFile, legacyConfig, hostRoot, output string
 	fs := newFlagSet("discover")
 	stringFlag(fs, &configFile, "config", "", "CONFIG_FILE", "",
 		"DiscoveryConfig file (YAML or JSON), or the old plugin's config.json; empty: the built-in default group \"dev\"")
+	stringFlag(fs, &legacyConfig, "legacy-config", "", "LEGACY_CONFIG_FILE", defaultLegacyConfig,
+		"the old plugin's config.json; when this file exists it is used instead of --config, as the plugin does; empty: never")
 	stringFlag(fs, &hostRoot, "host-root", "", "HOST_ROOT", "/", "directory where the host's /dev, /sys and /proc are found")
 	fs.StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
 	if err := parseFlags(fs, args, discoverUsage); err != nil {
@@ -67,7 +69,12 @@ func runDiscover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if output != "table" && output != "yaml" && output != "json" {
 		return &exitError{code: exitUsage, err: fmt.Errorf("--output %q: must be table, yaml or json", output)}
 	}
-	cfg, err := loadConfig(ctx, configFile)
+	pf := pluginFlags{configFile: configFile, legacyConfig: legacyConfig}
+	path, legacy := pf.configPath()
+	if legacy {
+		fmt.Fprintf(stderr, "power-dev-plugin: using the old plugin's %s, as the plugin would (--legacy-config=\"\" to ignore it)\n", path)
+	}
+	cfg, err := loadConfig(ctx, path)
 	if err != nil {
 		return err
 	}

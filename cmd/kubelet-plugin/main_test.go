@@ -214,3 +214,28 @@ func TestEnvFallback(t *testing.T) {
 		t.Errorf("flag must win over env: %q", f.nodeName)
 	}
 }
+
+// discover uses the old plugin's config.json when it exists, as the plugin
+// does, and says so.
+func TestDiscoverLegacyConfigPath(t *testing.T) {
+	tr := hostTree(t)
+	old := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(old, []byte(`{"include-devices": ["/dev/sd*"], "permissions": "r"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := runCmd(t, "discover", "--host-root", tr.Root, "--legacy-config", old, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut, "using the old plugin's "+old) {
+		t.Errorf("stderr does not say the old config is used: %q", errOut)
+	}
+	if !strings.Contains(out, `"bundle": "dev"`) || !strings.Contains(out, `"permissions": "r"`) {
+		t.Errorf("the old config should give a bundle group dev with permissions r:\n%s", out)
+	}
+	// A missing old file: the default configuration.
+	out, _, err = runCmd(t, "discover", "--host-root", tr.Root, "--legacy-config", filepath.Join(t.TempDir(), "none.json"), "-o", "json")
+	if err != nil || strings.Contains(out, `"bundle": "dev"`) {
+		t.Errorf("without the old file: %v\n%s", err, out)
+	}
+}
