@@ -95,7 +95,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 		return nil, errors.New("node name is required")
 	}
 	if d.opts.client == nil {
-		return nil, errors.New("Kubernetes client is required")
+		return nil, errors.New("a Kubernetes client is required")
 	}
 	logger := klog.FromContext(ctx)
 	// The kubelet creates its directories; create them anyway so a plugin

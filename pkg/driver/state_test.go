@@ -566,7 +566,7 @@ func TestStateReconcile(t *testing.T) {
 	if err := os.RemoveAll(env.cdiDir); err != nil {
 		t.Fatal(err)
 	}
-	s = env.state(t, ctx)
+	_ = env.state(t, ctx) // a new instance reconciles at start
 	if got, err := os.ReadFile(env.specPath(foo.UID)); err != nil || string(got) != string(want) {
 		t.Errorf("vanished spec not rewritten as it was: %v\n got %s\nwant %s", err, got, want)
 	}
