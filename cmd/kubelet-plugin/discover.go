@@ -30,6 +30,7 @@ type discoverReport struct {
 	Devices  []reportDevice        `json:"devices"`
 	Excluded []discovery.Exclusion `json:"excluded"`
 	Groups   []reportGroup         `json:"groups"`
+	Warnings []string              `json:"warnings,omitempty"`
 }
 
 type reportDevice struct {
@@ -118,7 +119,7 @@ func loadConfig(ctx context.Context, path string) (*v1alpha1.DiscoveryConfig, er
 }
 
 func buildReport(inv *discovery.Inventory) *discoverReport {
-	rep := &discoverReport{Devices: []reportDevice{}, Excluded: inv.Excluded, Groups: []reportGroup{}}
+	rep := &discoverReport{Devices: []reportDevice{}, Excluded: inv.Excluded, Groups: []reportGroup{}, Warnings: inv.Warnings}
 	if rep.Excluded == nil {
 		rep.Excluded = []discovery.Exclusion{}
 	}
@@ -160,6 +161,9 @@ func buildReport(inv *discovery.Inventory) *discoverReport {
 
 func writeTable(w io.Writer, rep *discoverReport) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, msg := range rep.Warnings {
+		fmt.Fprintf(tw, "WARNING: %s\n\n", msg)
+	}
 	byGroup := map[string][]reportDevice{}
 	for _, d := range rep.Devices {
 		byGroup[d.Group] = append(byGroup[d.Group], d)

@@ -70,6 +70,9 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 		Groups:   make([]Group, len(cfg.Groups)),
 		Excluded: []Exclusion{},
 	}
+	if h.warning != "" {
+		inv.Warnings = append(inv.Warnings, h.warning)
+	}
 	var reserved []string
 	for i, g := range cfg.Groups {
 		perms := g.Permissions

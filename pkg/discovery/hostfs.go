@@ -29,6 +29,9 @@ type hostFS struct {
 	dirs     map[string]resolved
 	listings map[string][]string
 	buf      []byte
+
+	// warning is set when the mount table does not look like the host's.
+	warning string
 }
 
 type resolved struct {

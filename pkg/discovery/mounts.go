@@ -12,6 +12,7 @@ import (
 type mount struct {
 	major, minor uint32
 	mountPoint   string
+	fsType       string
 	source       string
 }
 
@@ -52,6 +53,9 @@ func parseMountinfo(data []byte) []mount {
 		m := mount{major: maj, minor: min, mountPoint: unescapeOctal(f[4])}
 		for i := 6; i < len(f); i++ {
 			if f[i] == "-" {
+				if i+1 < len(f) {
+					m.fsType = f[i+1]
+				}
 				if i+2 < len(f) {
 					m.source = unescapeOctal(f[i+2])
 				}
@@ -142,4 +146,27 @@ func (h *hostFS) btrfsMembers() map[string]string {
 		}
 	}
 	return out
+}
+
+// containerRootFSTypes are file systems a container's "/" lives on and a
+// host's normally does not.
+var containerRootFSTypes = map[string]bool{"overlay": true, "aufs": true, "fuse-overlayfs": true}
+
+// containerMountTableWarning says when the mount table read looks like a
+// container's own rather than the host's: its "/" is an overlay. Then the
+// host's mounted disks are not all visible, and the in-use rule cannot
+// protect them. It returns "" when the table looks like a host's.
+func containerMountTableWarning(mounts []mount, from string) string {
+	root := ""
+	for _, m := range mounts {
+		if m.mountPoint == "/" {
+			root = m.fsType // the last mount on "/" is the visible one
+		}
+	}
+	if !containerRootFSTypes[root] {
+		return ""
+	}
+	return fmt.Sprintf("the mount table %s looks like a container's (its / is %s), not the host's: disks the host "+
+		"has mounted may not be recognised as in use; give the plugin the host's /proc/1/mountinfo and /proc/swaps "+
+		"under --host-root (the shipped DaemonSet does), or run it with hostPID", from, root)
 }

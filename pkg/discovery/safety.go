@@ -30,6 +30,7 @@ func (h *hostFS) inUse(ctx context.Context, s *blockSet) (map[string]*use, error
 		return nil, err
 	}
 	logger.V(5).Info("Read mount table", "path", from, "mounts", len(mounts))
+	h.warning = containerMountTableWarning(mounts, from)
 	swaps, err := h.readSwaps()
 	if err != nil {
 		return nil, err

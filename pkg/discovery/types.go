@@ -86,4 +86,7 @@ type Inventory struct {
 	Groups []Group `json:"groups"`
 	// Excluded are sorted by Path.
 	Excluded []Exclusion `json:"excluded"`
+	// Warnings are problems with the host view that a person should fix,
+	// e.g. a mount table that is a container's rather than the host's.
+	Warnings []string `json:"warnings,omitempty"`
 }

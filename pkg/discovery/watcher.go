@@ -97,6 +97,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	logWarnings(logger, last, nil)
 	w.publish(last)
 
 	ticker := time.NewTicker(w.s.rescan)
@@ -165,6 +166,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			continue
 		}
 		logger.V(2).Info("Inventory changed", "trigger", why)
+		logWarnings(logger, inv, last)
 		last = inv
 		w.publish(inv)
 	}
@@ -292,3 +294,18 @@ func (f *fileWatch) relevant(ctx context.Context, ev fsnotify.Event) bool {
 }
 
 func (f *fileWatch) close() { _ = f.w.Close() }
+
+// logWarnings logs the warnings of inv that prev did not have.
+func logWarnings(logger klog.Logger, inv, prev *Inventory) {
+	seen := map[string]bool{}
+	if prev != nil {
+		for _, msg := range prev.Warnings {
+			seen[msg] = true
+		}
+	}
+	for _, msg := range inv.Warnings {
+		if !seen[msg] {
+			logger.Info("WARNING: " + msg)
+		}
+	}
+}
