@@ -8,7 +8,7 @@ E2E_IMAGE_REPO=ghcr.io/power-dev-plugin/power-dev-plugin
 E2E_IMAGE=$E2E_IMAGE_REPO:e2e     # the overlay's tag
 E2E_IMAGE2=$E2E_IMAGE_REPO:e2e-2  # the rolling update's (scenario 10)
 E2E_ARCHIVE=$OUT_DIR/power-dev-plugin-e2e.oci.tar
-export E2E_STATE E2E_IMAGE2
+export E2E_STATE E2E_IMAGE2 E2E_SUITE_DIR
 
 # step NAME CMD...: run CMD, timed.
 step() {
@@ -64,6 +64,10 @@ install_driver() {
 
 uninstall_driver() {
 	kubectl delete -k "$E2E_SUITE_DIR/overlay" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+	# scenario 11 installs the legacy overlay instead (and leaves it in place when it fails, for collect)
+	kubectl delete -k "$E2E_SUITE_DIR/overlay-legacy" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+	# the device plugin's static CDI spec, which it keeps when it stops
+	rm -f /var/run/cdi/power-dev-plugin.io-device.json
 	# the kubelet deletes an unregistered plugin's slices only after a grace period (30 s); do it now
 	kubectl delete resourceslices --field-selector spec.driver=power-dev-plugin.io --ignore-not-found >/dev/null 2>&1 || true
 }
