@@ -94,6 +94,15 @@ func PlanClaim(claim *resourceapi.ResourceClaim, nodeName string, inv *discovery
 // inventoryIndex maps published device names to what they stand for.
 type inventoryIndex struct {
 	byName map[string]indexEntry
+	// overlaps maps a block node's key to the keys of the published nodes
+	// that share its blocks: a disk and its partitions.
+	overlaps map[string][]overlap
+}
+
+// overlap is a published node that shares blocks with another.
+type overlap struct {
+	key  string
+	path string
 }
 
 type indexEntry struct {
@@ -103,10 +112,11 @@ type indexEntry struct {
 }
 
 func newInventoryIndex(inv *discovery.Inventory) *inventoryIndex {
-	idx := &inventoryIndex{byName: map[string]indexEntry{}}
+	idx := &inventoryIndex{byName: map[string]indexEntry{}, overlaps: map[string][]overlap{}}
 	if inv == nil {
 		return idx
 	}
+	idx.indexOverlaps(inv)
 	for gi := range inv.Groups {
 		g := &inv.Groups[gi]
 		if g.Bundle {
@@ -125,6 +135,35 @@ func newInventoryIndex(inv *discovery.Inventory) *inventoryIndex {
 		}
 	}
 	return idx
+}
+
+// indexOverlaps records, for every published disk and partition of it,
+// that they share blocks.
+func (idx *inventoryIndex) indexOverlaps(inv *discovery.Inventory) {
+	byKname := map[string]*discovery.Device{}
+	for gi := range inv.Groups {
+		for di := range inv.Groups[gi].Devices {
+			d := &inv.Groups[gi].Devices[di]
+			if d.Block != nil && d.Block.KernelName != "" {
+				byKname[d.Block.KernelName] = d
+			}
+		}
+	}
+	key := func(d *discovery.Device) string {
+		return fmt.Sprintf("%s %d:%d", cdiType(d.Type), d.Major, d.Minor)
+	}
+	for _, d := range byKname {
+		if d.Block.Parent == "" {
+			continue
+		}
+		parent, ok := byKname[d.Block.Parent]
+		if !ok {
+			continue
+		}
+		pk, ck := key(parent), key(d)
+		idx.overlaps[pk] = append(idx.overlaps[pk], overlap{key: ck, path: d.Path})
+		idx.overlaps[ck] = append(idx.overlaps[ck], overlap{key: pk, path: parent.Path})
+	}
 }
 
 // ourConfig is one opaque config entry addressed to this driver.

@@ -554,6 +554,20 @@ func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryI
 					ref, d.Device, n.describe(), h.claim, h.uid, h.device, why))
 				break
 			}
+			// A disk and its partitions share blocks: handing one to a
+			// claim and the other, exclusively, to another would let both
+			// write the same data. (Shared groups share anyway.)
+		overlaps:
+			for _, o := range idx.overlaps[n.nodeKey()] {
+				for _, h := range ss.holders[o.key] {
+					if h.uid == pc.UID || (!d.Exclusive && !h.exclusive) {
+						continue
+					}
+					errs = append(errs, fmt.Errorf("claim %s: device %q: device node %s shares blocks with %s, which is prepared for claim %s (UID %s, device %q); it is freed when that claim is unprepared",
+						ref, d.Device, n.describe(), o.path, h.claim, h.uid, h.device))
+					break overlaps
+				}
+			}
 		}
 	}
 	return errors.Join(errs...)
