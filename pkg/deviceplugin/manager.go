@@ -22,15 +22,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
 )
 
-// InventorySource delivers inventories: the first at start, then one each
-// time discovery changes. discovery.Watcher implements it; the DRA driver
-// consumes the same kind of source.
-type InventorySource interface {
-	Run(ctx context.Context) error
-	Updates() <-chan *discovery.Inventory
-}
+// InventorySource is where inventories come from: discovery.Watcher.
+type InventorySource = discovery.Source
 
 // SocketPrefix starts the name of every socket this plugin creates in the
 // device-plugin directory: power-dev-plugin-<group>-<instance>-<n>.sock.
@@ -572,29 +568,5 @@ func (m *Manager) serveHealth(ctx context.Context, wg *sync.WaitGroup) (*http.Se
 		_, _ = fmt.Fprintln(w, "ok")
 		writeStatus(w)
 	})
-	ln, err := net.Listen("tcp", m.opts.healthAddr)
-	if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("health endpoint %s: %w", m.opts.healthAddr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		logger := klog.FromContext(ctx)
-		// With hostNetwork, the pod a rolling update replaces still holds
-		// the port for a while: keep trying rather than fail the rollout.
-		for ln == nil {
-			logger.Info("Health endpoint address in use, retrying", "address", m.opts.healthAddr)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(2 * time.Second):
-			}
-			ln, _ = net.Listen("tcp", m.opts.healthAddr)
-		}
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error(err, "Health endpoint stopped")
-		}
-	}()
-	return srv, nil
+	return health.Serve(ctx, m.opts.healthAddr, mux, wg)
 }

@@ -17,6 +17,16 @@ import (
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 )
 
+// Source delivers inventories: the first at start, then one each time
+// discovery changes. Watcher implements it; the DRA driver and the device
+// plugin consume it (and tests feed them through a channel-backed fake).
+type Source interface {
+	Run(ctx context.Context) error
+	Updates() <-chan *Inventory
+}
+
+var _ Source = (*Watcher)(nil)
+
 // Watcher runs discovery again whenever devices or the configuration may
 // have changed and sends each new inventory on Updates.
 //

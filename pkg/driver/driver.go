@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
@@ -21,14 +19,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
 )
 
-// InventorySource delivers inventories: the first at start, then one each
-// time discovery changes. discovery.Watcher implements it.
-type InventorySource interface {
-	Run(ctx context.Context) error
-	Updates() <-chan *discovery.Inventory
-}
+// InventorySource is where inventories come from: discovery.Watcher.
+type InventorySource = discovery.Source
 
 // healthResendInterval is how often health is re-sent even when nothing
 // changed: the kubelet marks a device's health Unknown after 30 s without one.
@@ -374,28 +369,5 @@ func (d *Driver) serveHealth(ctx context.Context, addr string) (*http.Server, er
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("health endpoint %s: %w", addr, err)
-	}
-	go func() {
-		logger := klog.FromContext(ctx)
-		// With hostNetwork, the pod a rolling update replaces still holds
-		// the port for a while: keep trying instead of failing, which
-		// would stall the rollout (maxUnavailable 0).
-		for ln == nil {
-			logger.Info("Health endpoint address in use, retrying", "address", addr)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(2 * time.Second):
-			}
-			ln, _ = net.Listen("tcp", addr)
-		}
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error(err, "Health endpoint stopped")
-		}
-	}()
-	return srv, nil
+	return health.Serve(ctx, addr, mux, nil)
 }
