@@ -1,11 +1,8 @@
 package deviceplugin
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,19 +12,13 @@ import (
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/deviceplugin/kubelettest"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery/discoverytest"
 )
 
 // Hotplug on the running kernel: the real discovery watcher on the host
 // root, a loop device bound while the plugin runs appears in ListAndWatch,
 // and is gone once detached. Needs root (losetup); skipped otherwise.
 func TestHotplugRealLoopDevice(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to bind loop devices")
-	}
-	losetup, err := exec.LookPath("losetup")
-	if err != nil {
-		t.Skipf("losetup not available: %v", err)
-	}
 	cfg := &v1alpha1.DiscoveryConfig{Groups: []v1alpha1.DeviceGroup{{
 		Name: "loops", Include: []string{"/dev/loop*"}, Types: []v1alpha1.DeviceType{v1alpha1.DeviceTypeBlock},
 	}}}
@@ -53,29 +44,7 @@ func TestHotplugRealLoopDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 16<<20); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(losetup, "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot bind a loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	detached := false
-	detach := func() {
-		if detached {
-			return
-		}
-		detached = true
-		if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	}
-	t.Cleanup(detach)
+	dev, detach := discoverytest.LoopDevice(t, 16<<20)
 	id := filepath.Base(dev)
 	t.Logf("bound %s", dev)
 

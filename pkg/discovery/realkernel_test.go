@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery/discoverytest"
 )
 
 // These tests use the running kernel: loop devices, mkfs, mount, swapon.
@@ -38,31 +39,8 @@ func requireTool(t *testing.T, name string) string {
 // detaches it at cleanup.
 func attachLoop(t *testing.T, size int64) string {
 	t.Helper()
-	requireRoot(t)
-	losetup := requireTool(t, "losetup")
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(losetup, "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot set up a loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { detachLoop(t, dev) })
+	dev, _ := discoverytest.LoopDevice(t, size)
 	return dev
-}
-
-func detachLoop(t *testing.T, dev string) {
-	if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-		// Already detached by the test is fine.
-		if !strings.Contains(string(out), "No such device") {
-			t.Logf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	}
 }
 
 func run(t *testing.T, name string, args ...string) {

@@ -245,10 +245,10 @@ func TestWatcherRealLoop(t *testing.T) {
 	const within = 2 * time.Second
 	waitFor(t, w, within, "first inventory", func(*Inventory) bool { return true })
 
-	dev := attachLoop(t, 16*mib)
+	dev, detach := discoverytest.LoopDevice(t, 16*mib)
 	waitFor(t, w, within, dev+" is published", published(dev, "loops"))
 
-	detachLoop(t, dev)
+	detach()
 	waitFor(t, w, within, dev+" is gone", notPublished(dev))
 
 	configFile(t, cfgPath, config(nil, v1alpha1.DeviceGroup{Name: "renamed", Include: []string{"/dev/loop*"}},

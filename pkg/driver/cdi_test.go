@@ -21,6 +21,7 @@ import (
 
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery/discoverytest"
 )
 
 // ptRealNode describes an existing device node as discovery would.
@@ -40,34 +41,6 @@ func ptRealNode(t testing.TB, name, path string) (discovery.Device, bool) {
 		t.Fatalf("%s is not a device node", path)
 	}
 	return d, true
-}
-
-// ptLoopDevice attaches a 4 MiB file to a free loop device and detaches it
-// when the test ends. It skips the test when that is not possible.
-func ptLoopDevice(t testing.TB) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("a real loop device needs root")
-	}
-	losetup, err := exec.LookPath("losetup")
-	if err != nil {
-		t.Skip("losetup is not installed")
-	}
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(img, make([]byte, 4<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(losetup, "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("losetup -f --show: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
 }
 
 // ptFileID identifies a file version: inode, size and mtime. A rewrite by
@@ -187,7 +160,7 @@ func TestCDIInjectRealDevices(t *testing.T) {
 	haveLoop := false
 	if os.Geteuid() == 0 {
 		if _, err := exec.LookPath("losetup"); err == nil {
-			path := ptLoopDevice(t)
+			path, _ := discoverytest.LoopDevice(t, 4<<20)
 			loop, haveLoop = ptRealNode(t, "loop", path)
 			inv.Groups = append(inv.Groups, discovery.Group{Name: "disks", Permissions: "rw",
 				Sharing: v1alpha1.Sharing{Mode: v1alpha1.SharingExclusive}, Devices: []discovery.Device{loop}})
