@@ -3,14 +3,17 @@
 #   devices.sh up     create them (idempotent: a device already bound to its file is kept)
 #   devices.sh down   swapoff, umount, detach, remove the files (safe when nothing is there)
 #   devices.sh show   list them
-# Fixed loop numbers (240-247) so the DiscoveryConfig can name them; `up` fails if another user holds one.
+# Fixed loop numbers (240-249) so the DiscoveryConfig can name them; `up` fails if another user holds one.
+# loop248 is the local block PersistentVolume of scenario 11 (no group names it: the scenario adds one for its
+# run); loop249 is the partitioned disk of scenario 12 (group parts).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cluster/lib.sh"
 [[ $(id -u) == 0 ]] || die "run as root"
 DEV_DIR=$E2E_STATE/devices
 MNT=$DEV_DIR/mnt
 # loop number : size in MiB : what
-LOOPS=(240:64:plain 241:65:plain 242:66:plain 243:40:ext4 244:41:swap 245:48:gpt 246:20:plain 247:21:plain)
+LOOPS=(240:64:plain 241:65:plain 242:66:plain 243:40:ext4 244:41:swap 245:48:gpt 246:20:plain 247:21:plain
+	248:24:plain 249:50:gpt)
 
 backing() { losetup -n -O BACK-FILE "/dev/loop$1" 2>/dev/null | sed 's/ *$//' || true; }
 
@@ -44,22 +47,31 @@ up() {
 		gpt) partx -a "/dev/loop$n" 2>/dev/null || true ;;
 		esac
 	done
-	[[ -b /dev/loop245p1 && -b /dev/loop245p2 ]] || die "/dev/loop245p1/p2 missing after partx"
+	for n in 245 249; do
+		[[ -b /dev/loop${n}p1 && -b /dev/loop${n}p2 ]] || die "/dev/loop${n}p1/p2 missing after partx"
+	done
 	mountpoint -q "$MNT" || mount /dev/loop243 "$MNT"
 	grep -q '^/dev/loop244 ' /proc/swaps || swapon /dev/loop244
 	[[ -e /dev/fuse ]] || die "/dev/fuse missing"
-	log "devices up: $(losetup -n -O NAME -l | grep -c 'loop24[0-7]$') loop devices, $MNT mounted, /dev/loop244 swap"
+	log "devices up: $(losetup -n -O NAME -l | grep -c 'loop24[0-9]$') loop devices, $MNT mounted, /dev/loop244 swap"
 }
 
 down() {
-	local e n f
+	local e n f kind l
 	swapoff /dev/loop244 2>/dev/null || true
+	# the kubelet's loop device over the block PV (scenario 11), if a run was killed before the kubelet let go
+	if [[ -b /dev/loop248 ]]; then
+		for l in $(losetup -l -n -O NAME -j /dev/loop248 2>/dev/null); do
+			log "WARNING: detaching $l, a loop device over /dev/loop248 (the kubelet's, left by a killed run)"
+			losetup -d "$l" || true
+		done
+	fi
 	if mountpoint -q "$MNT" 2>/dev/null; then umount "$MNT" || umount -l "$MNT"; fi
 	for e in "${LOOPS[@]}"; do
-		n=${e%%:*}
+		IFS=: read -r n _ kind <<<"$e"
 		f=$DEV_DIR/loop$n.img
 		[[ $(backing "$n") == "$f" ]] || continue
-		[[ $n == 245 ]] && { partx -d "/dev/loop$n" 2>/dev/null || true; }
+		[[ $kind == gpt ]] && { partx -d "/dev/loop$n" 2>/dev/null || true; }
 		losetup -d "/dev/loop$n" || log "WARNING: could not detach /dev/loop$n"
 	done
 	# the loop devices themselves (created at these numbers by losetup): LOOP_CTL_REMOVE, where python3 is there
@@ -84,6 +96,6 @@ PY
 case ${1:-} in
 up) up ;;
 down) down ;;
-show) losetup -l | grep -E 'NAME|loop24[0-7] ' || true; grep loop24 /proc/swaps || true; findmnt "$MNT" || true ;;
+show) losetup -l | grep -E 'NAME|loop24[0-9] ' || true; losetup -l -j /dev/loop248 2>/dev/null || true; grep loop24 /proc/swaps || true; findmnt "$MNT" || true ;;
 *) die "usage: $0 up|down|show" ;;
 esac

@@ -19,7 +19,7 @@ import (
 	"time"
 )
 
-// Scenario 11: the legacy mode (a kubelet device plugin) under the real kubelet, installed with the shipped
+// Scenario 13: the legacy mode (a kubelet device plugin) under the real kubelet, installed with the shipped
 // deploy/kustomize/overlays/legacy through test/e2e/overlay-legacy, configured by the old plugin's config.json.
 
 const (

@@ -2,7 +2,7 @@
 # The cluster test suite (make e2e): the image from `make image` (linux/amd64), the local cluster
 # (test/e2e/cluster, started if needed), the image imported with ctr, the node's devices (devices.sh), the driver
 # installed with `kubectl apply -k test/e2e/overlay` (the shipped deploy/kustomize/overlays/dra, patched), then
-# the scenarios (Go tests with the build tag e2e; the last one, 11-legacy-device-plugin, uninstalls the driver and
+# the scenarios (Go tests with the build tag e2e; the last one, 13-legacy-device-plugin, uninstalls the driver and
 # runs the legacy overlay through test/e2e/overlay-legacy instead). Prints "e2e: <name>: ok|FAIL <reason>" per scenario and
 # "N passed, M failed"; on failure, the plugin's, kubelet's and containerd's logs and the objects' YAML.
 # Afterwards: test objects deleted, driver uninstalled, devices removed; the cluster stays up for a fast next run
@@ -20,6 +20,8 @@ teardown() {
 	[[ ${E2E_KEEP:-} == 1 ]] && { log "E2E_KEEP=1: driver, devices and namespace e2e left in place"; return; }
 	if [[ -f $E2E_STATE/env ]]; then
 		kubectl delete namespace e2e --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+		# scenario 11's PersistentVolume and StorageClass (cluster-wide), when a run was cut short
+		kubectl delete pv,storageclass -l e2e=yes --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1 || true
 		uninstall_driver
 	fi
 	devices_down
@@ -34,7 +36,7 @@ if ! { step "image (make image, linux/amd64)" build_image &&
 	step "node devices (devices.sh up)" devices_up &&
 	step "install the driver (kubectl apply -k test/e2e/overlay)" install_driver; }; then
 	log "setup failed; no scenario ran"
-	echo "0 passed, 11 failed"
+	echo "0 passed, 13 failed"
 	[[ -f $E2E_STATE/env ]] && collect
 	teardown
 	exit 1

@@ -63,13 +63,15 @@ func TestE2E(t *testing.T) {
 		{"8-deviceconfig-errors", deviceConfigErrors},
 		{"9-plugin-restart", pluginRestart},
 		{"10-rolling-update", rollingUpdate},
+		{"11-block-pv-in-use", blockPVInUse},       // safety_test.go
+		{"12-partition-overlap", partitionOverlap}, // safety_test.go
 		// last: it uninstalls the DRA driver (its DeviceClass maps the same extended resource)
-		{"11-legacy-device-plugin", legacyDevicePlugin},
+		{"13-legacy-device-plugin", legacyDevicePlugin},
 	} {
 		if only != "" && !regexp.MustCompile(only).MatchString(s.name) {
 			continue
 		}
-		if s.name == "11-legacy-device-plugin" && !measured {
+		if s.name == "13-legacy-device-plugin" && !measured {
 			measure() // the DRA plugin's numbers, while it is installed
 			measured = true
 		}
@@ -331,7 +333,7 @@ func sliceSafety(t *testing.T) error {
 			return fmt.Errorf("%s is published (devices: %v)", bad, paths)
 		}
 	}
-	want := append(append(append([]string{}, disks...), scratch...), "/dev/fuse", "bundle:bundle")
+	want := append(append(append(append([]string{}, disks...), scratch...), parts...), "/dev/fuse", "bundle:bundle")
 	sort.Strings(want)
 	if strings.Join(paths, " ") != strings.Join(want, " ") {
 		return fmt.Errorf("published %v, want %v", paths, want)

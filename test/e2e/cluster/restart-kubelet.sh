@@ -2,7 +2,7 @@
 # Restart the e2e cluster's kubelet alone: SIGTERM (SIGKILL after 20 s), then up.sh, which starts only what is
 # not running (here: the kubelet, with exactly its usual flags and config), waits for node localhost Ready and
 # puts back the kernel settings the kubelet changes. Containers keep running across the restart.
-# Used by the e2e scenario 11-legacy-device-plugin (a device plugin must register again by itself).
+# Used by the e2e scenario 13-legacy-device-plugin (a device plugin must register again by itself).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ $(id -u) == 0 ]] || die "run as root"
