@@ -297,11 +297,11 @@ echo "device=$devs"; sleep 3600`
 			return err
 		}
 	}
+	if err := waitRunningNoFailedPrepare(pods, 120*time.Second); err != nil {
+		return fmt.Errorf("%v (allocated: %s)", err, allocations(pods))
+	}
 	got := map[string]string{}
 	for _, n := range pods {
-		if _, err := waitPhase(n, 120*time.Second, "Running"); err != nil {
-			return err
-		}
 		if err := poll(30*time.Second, n+" to name its device", func() (bool, error) {
 			l, err := logs(n)
 			if m := regexp.MustCompile(`(?m)^device=(\S+)$`).FindStringSubmatch(l); m != nil {
@@ -359,6 +359,55 @@ echo "device=$devs"; sleep 3600`
 	}
 	t.Logf("part-a has %s, part-b has %s; part-c: %s", got["part-a"], got["part-b"], msg)
 	return nil
+}
+
+// waitRunningNoFailedPrepare waits until every pod runs; a pod that ends, or a FailedPrepareDynamicResources
+// event of any of them, fails at once (the kubelet would retry, but the scenario wants none).
+func waitRunningNoFailedPrepare(pods []string, timeout time.Duration) error {
+	var last string
+	err := poll(timeout, strings.Join(pods, ", ")+" to be Running", func() (bool, error) {
+		if bad, err := failedPrepareEvents(pods); err != nil {
+			return false, err
+		} else if bad != "" {
+			return false, stopError{fmt.Errorf("failed prepare: %s", bad)}
+		}
+		var phases []string
+		for _, n := range pods {
+			p, err := phase(n)
+			if err != nil {
+				return false, err
+			}
+			if p == "Succeeded" || p == "Failed" {
+				return false, stopError{fmt.Errorf("pod %s ended %s; %s", n, p, podReport(n))}
+			}
+			phases = append(phases, n+"="+p)
+		}
+		last = strings.Join(phases, " ")
+		return !strings.Contains(last, "=Pending"), nil
+	})
+	if err != nil {
+		return fmt.Errorf("%v (%s)", err, last)
+	}
+	return nil
+}
+
+// allocations names the devices allocated to each pod's claims, from the claims' status: "pod: dev,dev; ...".
+func allocations(pods []string) string {
+	var out []string
+	for _, n := range pods {
+		names, err := kubectl("-n", ns, "get", "pod", n, "-o", `jsonpath={range .status.resourceClaimStatuses[*]}{.resourceClaimName}{" "}{end}`)
+		if err != nil {
+			out = append(out, n+": "+err.Error())
+			continue
+		}
+		var got []string
+		for _, c := range strings.Fields(names) {
+			d, _ := kubectl("-n", ns, "get", "resourceclaim", c, "-o", `jsonpath={.status.allocation.devices.results[*].device}`)
+			got = append(got, strings.Fields(d)...)
+		}
+		out = append(out, fmt.Sprintf("%s: %s", n, strings.Join(got, ",")))
+	}
+	return strings.Join(out, "; ")
 }
 
 // waitUnschedulable waits until the pod is Pending with PodScheduled=False, reason Unschedulable, and returns
