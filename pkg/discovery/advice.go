@@ -40,8 +40,8 @@ var advice = []struct {
 		"be detached with losetup -d.",
 }, {
 	match: prefix("in use: "),
-	text: "Something on the node uses it; it is published again when that use ends. To hand it out anyway, name " +
-		"its exact path in allowInUse.",
+	text: "The node uses it as the reason says; it is published again when that use ends. Only if you are sure " +
+		"nothing needs it, name its exact path in allowInUse.",
 }, {
 	match: contains("held by "),
 	text: "Another device is stacked on it (multipath, LVM, md); include the top of the stack " +
@@ -59,8 +59,12 @@ func Advice(reason string) string {
 	return ""
 }
 
-func prefix(p string) func(string) bool   { return func(r string) bool { return strings.HasPrefix(r, p) } }
-func contains(p string) func(string) bool { return func(r string) bool { return strings.Contains(r, p) } }
+func prefix(p string) func(string) bool {
+	return func(r string) bool { return strings.HasPrefix(r, p) }
+}
+func contains(p string) func(string) bool {
+	return func(r string) bool { return strings.Contains(r, p) }
+}
 
 // isAliasReason reports whether reason is a character alias's (aliasReason).
 func isAliasReason(reason string) bool {

@@ -268,7 +268,7 @@ func TestAdviceForNewReasons(t *testing.T) {
 		kernelIface,
 	} {
 		a := Advice(reason)
-		if a == "" || strings.HasPrefix(a, "Something on the node uses it") {
+		if a == "" || strings.HasPrefix(a, "The node uses it as the reason says") {
 			t.Errorf("Advice(%q) = %q, want specific advice", reason, a)
 		}
 	}

@@ -47,7 +47,8 @@ func (h *hostFS) inUse(ctx context.Context, s *blockSet) (uses map[string]*use, 
 		}
 	}
 	if cause != "" {
-		h.warning = cause + "; no block device is published until the host's can be read: " + mountTableFix(h.root)
+		h.warning = cause + "; no block device is published until the host's mount table and swap list can be read: " +
+			mountTableFix(h.root)
 		return nil, reasonUnknownUse + cause
 	}
 	logger.V(5).Info("Read mount table", "path", hostMountinfo, "mounts", len(mounts))
