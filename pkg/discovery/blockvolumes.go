@@ -16,6 +16,14 @@ import (
 // mounted and bound below it.
 const kubeletDir = "/var/lib/kubelet"
 
+// isKubeletPath reports whether a host path lies in a kubelet's directory:
+// below /var/lib/kubelet, or in the pods/ or plugins/ tree of a kubelet
+// directory elsewhere (k0s, MicroK8s).
+func isKubeletPath(p string) bool {
+	return strings.HasPrefix(p, kubeletDir+"/") || strings.Contains(p, "/kubelet/pods/") ||
+		strings.Contains(p, "/kubelet/plugins/")
+}
+
 // Phrases of the reasons these rules give; Advice recognises them.
 const (
 	phraseBound      = "bind-mounted at "
@@ -115,7 +123,7 @@ func (h *hostFS) markLoops(st *useState, mounts []mount, devFS map[uint64]bool) 
 			// A node that no longer resolves: still no file of the host's.
 			what := phraseBackedBy + "device node " + file
 			st.mark(kname, what, what, true)
-		case strings.HasPrefix(p, kubeletDir+"/"):
+		case isKubeletPath(p):
 			what := phraseBackedBy + file + ", " + phraseKubeletDir + " (a pod's volume)"
 			st.mark(kname, what, what, true)
 		}

@@ -103,6 +103,7 @@ func TestDiscoverLoopBackingFile(t *testing.T) {
 			{Name: "loop10", Dev: nd(7, 10), Size: gib, BackingFile: "/dev/disk/by-id/scsi-sdh"},
 			{Name: "loop11", Dev: nd(7, 11), Size: gib, BackingFile: "/dev/sdi1"},
 			{Name: "loop12", Dev: nd(7, 12), Size: gib, BackingFile: "/var/lib/kubelet/x (deleted)"},
+			{Name: "loop13", Dev: nd(7, 13), Size: gib, BackingFile: "/var/snap/microk8s/common/var/lib/kubelet/pods/p/disk.img"},
 		}
 		for _, b := range loops {
 			tr.AddBlock(b)
@@ -121,6 +122,7 @@ func TestDiscoverLoopBackingFile(t *testing.T) {
 			"/dev/sdi1":   "in use: the backing device of loop device loop11",
 			"/dev/sdi":    "in use: partition sdi1 is the backing device of loop device loop11",
 			"/dev/loop12": "in use: backed by /var/lib/kubelet/x (deleted), in the kubelet's directory (a pod's volume)",
+			"/dev/loop13": "in use: backed by /var/snap/microk8s/common/var/lib/kubelet/pods/p/disk.img, in the kubelet's directory (a pod's volume)",
 		}
 		for p, r := range want {
 			if got[p].reason != r {
