@@ -20,7 +20,9 @@ const discoverUsage = `Usage: power-dev-plugin discover [--config FILE] [--host-
 
 Scans this machine's devices exactly as the plugin does and prints, per group,
 the devices it would publish with their attributes, then every device it left
-out and why. Nothing is published and nothing on the machine is changed.
+out and why, and what can be done about it. Nothing is published and nothing
+on the machine is changed. A host mount table that cannot be read is a warning
+(no block device would be published), not a failure.
 
 Exit codes: 0 ok, 1 discovery failed, 2 bad flags or bad configuration.
 `

@@ -229,6 +229,7 @@ func TestDiscoverKernelInterfacesExtended(t *testing.T) {
 			{"/dev/mtd0", 90, 0}, {"/dev/mtd0ro", 90, 1}, {"/dev/uinput", 10, 223}, {"/dev/console", 5, 1},
 			{"/dev/tty", 5, 0}, {"/dev/tty0", 4, 0}, {"/dev/tty12", 4, 12}, {"/dev/vcs", 7, 0}, {"/dev/vcsa1", 7, 129},
 			{"/dev/papr-vpd", 10, 122}, {"/dev/papr-sysparm", 10, 123}, {"/dev/opal-prd", 10, 124},
+			{"/dev/nvme-fabrics", 10, 125},
 			// The same numbers under harmless names.
 			{"/dev/x-console", 5, 1}, {"/dev/x-uinput", 10, 223}, {"/dev/x-vcs", 7, 3}, {"/dev/x-mtd", 90, 2},
 			{"/dev/x-tty5", 4, 5}, {"/dev/x-tpm", 10, 224},

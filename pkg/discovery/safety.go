@@ -275,6 +275,7 @@ var kernelPathPatterns = []string{
 	"/dev/vcs*",
 	"/dev/papr-*", // papr-vpd, papr-sysparm, papr-indices, papr-platform-dump, ...
 	"/dev/opal-prd",
+	"/dev/nvme-fabrics", // connects the host to NVMe-oF targets, like loop-control
 }
 
 const reasonKernel = "kernel interface: never published"
