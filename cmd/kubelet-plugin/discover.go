@@ -20,17 +20,26 @@ const discoverUsage = `Usage: power-dev-plugin discover [--config FILE] [--host-
 
 Scans this machine's devices exactly as the plugin does and prints, per group,
 the devices it would publish with their attributes, then every device it left
-out and why. Nothing is published and nothing on the machine is changed.
+out and why, and what can be done about it. Nothing is published and nothing
+on the machine is changed. A host mount table that cannot be read is a warning
+(no block device would be published), not a failure.
 
 Exit codes: 0 ok, 1 discovery failed, 2 bad flags or bad configuration.
 `
 
 // discoverReport is the machine-readable output of the discover command.
 type discoverReport struct {
-	Devices  []reportDevice        `json:"devices"`
-	Excluded []discovery.Exclusion `json:"excluded"`
-	Groups   []reportGroup         `json:"groups"`
-	Warnings []string              `json:"warnings,omitempty"`
+	Devices  []reportDevice    `json:"devices"`
+	Excluded []reportExclusion `json:"excluded"`
+	Groups   []reportGroup     `json:"groups"`
+	Warnings []string          `json:"warnings,omitempty"`
+}
+
+// reportExclusion is a device left out, why, and what an admin can do.
+type reportExclusion struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+	Advice string `json:"advice,omitempty"`
 }
 
 type reportDevice struct {
@@ -119,9 +128,9 @@ func loadConfig(ctx context.Context, path string) (*v1alpha1.DiscoveryConfig, er
 }
 
 func buildReport(inv *discovery.Inventory) *discoverReport {
-	rep := &discoverReport{Devices: []reportDevice{}, Excluded: inv.Excluded, Groups: []reportGroup{}, Warnings: inv.Warnings}
-	if rep.Excluded == nil {
-		rep.Excluded = []discovery.Exclusion{}
+	rep := &discoverReport{Devices: []reportDevice{}, Excluded: []reportExclusion{}, Groups: []reportGroup{}, Warnings: inv.Warnings}
+	for _, e := range inv.Excluded {
+		rep.Excluded = append(rep.Excluded, reportExclusion{Path: e.Path, Reason: e.Reason, Advice: discovery.Advice(e.Reason)})
 	}
 	for gi := range inv.Groups {
 		g := &inv.Groups[gi]
@@ -200,7 +209,40 @@ func writeTable(w io.Writer, rep *discoverReport) error {
 			fmt.Fprintf(tw, "  %s\t%s\n", e.Path, e.Reason)
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeAdvice(w, rep.Excluded)
+}
+
+// writeAdvice says once per kind of reason what an admin can do, with the
+// devices it concerns.
+func writeAdvice(w io.Writer, excluded []reportExclusion) error {
+	var order []string
+	paths := map[string][]string{}
+	for _, e := range excluded {
+		if e.Advice == "" {
+			continue
+		}
+		if _, seen := paths[e.Advice]; !seen {
+			order = append(order, e.Advice)
+		}
+		paths[e.Advice] = append(paths[e.Advice], e.Path)
+	}
+	if len(order) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nWHAT TO DO")
+	for _, a := range order {
+		ps := paths[a]
+		if len(ps) > 4 {
+			ps = append(ps[:4:4], fmt.Sprintf("and %d more", len(paths[a])-4))
+		}
+		if _, err := fmt.Fprintf(w, "  %s:\n    %s\n", strings.Join(ps, ", "), a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // details lists the identifying attributes of a device in one cell.

@@ -43,15 +43,16 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 	}
 	blocks.inheritFromParents()
 	h.scanAliases(blocks)
-	uses, err := h.inUse(ctx, blocks)
-	if err != nil {
-		return nil, err
-	}
+	uses, unknown := h.inUse(ctx, blocks)
 	helds := held(blocks)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	chars := h.scanChar(ctx, cfg, blocks)
+	var aliases map[uint64]*blockAlias
+	if len(chars) > 0 {
+		aliases = h.blockAliases(blocks)
+	}
 
 	allowed := make(map[string]bool, len(cfg.AllowInUse))
 	for _, p := range cfg.AllowInUse {
@@ -103,6 +104,10 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 		k := d.info.KernelName
 		var reason string
 		switch {
+		case isKernelBlock(d) && !ok:
+			reason = reasonKernel
+		case unknown != "":
+			reason = unknown
 		case uses[k] != nil && !ok:
 			reason = "in use: " + uses[k].reason
 		case helds[k] != "" && !ok:
@@ -139,10 +144,13 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 	for _, c := range chars {
 		all := append([]string{c.path}, c.aliases...)
 		gi, patternReason := matchGroup(cfg, all, v1alpha1.DeviceTypeChar)
+		alias := aliasReason(aliases[devKey(c.major, c.minor)], blocks, uses, helds, unknown)
 		var reason string
 		switch {
 		case isKernelInterface(c.major, c.minor, append(all, c.resolved)) && !isAllowed(all):
 			reason = reasonKernel
+		case alias != "" && (unknown != "" || !isAllowed(all)):
+			reason = alias
 		case gi < 0 && patternReason != "":
 			reason = patternReason
 		case gi < 0:

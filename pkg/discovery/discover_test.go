@@ -485,27 +485,6 @@ func TestDiscoverMountinfoEscapesAndSources(t *testing.T) {
 }
 
 func TestDiscoverErrors(t *testing.T) {
-	t.Run("no mount table", func(t *testing.T) {
-		tr := discoverytest.NewFake(t)
-		tr.Remove("/proc/1/mountinfo")
-		_, err := Discover(testContext(t), nil, WithHostRoot(tr.Root), WithStat(tr.Stat()))
-		if err == nil || !strings.Contains(err.Error(), "mounted") {
-			t.Errorf("got %v, want an error about mounts", err)
-		}
-	})
-	t.Run("self mountinfo fallback", func(t *testing.T) {
-		tr := discoverytest.NewFake(t)
-		tr.AddBlock(discoverytest.Block{Name: "sdx", Dev: nd(8, 0), Size: gib})
-		tr.Remove("/proc/1/mountinfo")
-		tr.File("/proc/self/mountinfo", "20 1 8:0 / / rw - ext4 /dev/sdx rw\n")
-		inv, err := Discover(testContext(t), nil, WithHostRoot(tr.Root), WithStat(tr.Stat()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o := outcomes(inv)["/dev/sdx"]; o.reason != "in use: mounted at /" {
-			t.Errorf("got %+v", o)
-		}
-	})
 	t.Run("cancelled", func(t *testing.T) {
 		tr := discoverytest.NewFake(t)
 		ctx, cancel := context.WithCancel(testContext(t))

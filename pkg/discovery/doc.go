@@ -22,10 +22,17 @@
 //     devices) and exact paths are looked up. Links are followed. Several
 //     paths of one node make one device: the node's own path, when named,
 //     else the first link, with the other paths as aliases.
-//   - Mounts come from <root>/proc/1/mountinfo (or <root>/proc/self/mountinfo),
-//     swap from <root>/proc/swaps, btrfs members from
-//     <root>/sys/fs/btrfs/*/devices. Discover fails when it cannot read a
-//     mount table: it would not know what is safe.
+//   - Mounts come from <root>/proc/1/mountinfo (never the reader's own
+//     /proc/self: in a container that is the container's table), swap from
+//     <root>/proc/swaps, btrfs members from <root>/sys/fs/btrfs/*/devices,
+//     loop devices' backing files from <root>/sys/class/block/loop*/loop/
+//     backing_file, and the block devices behind SCSI generic, bsg and NVMe
+//     character nodes from <root>/sys/class/{scsi_generic,bsg,nvme,
+//     nvme-generic}. When the mount table or the swap list cannot be read,
+//     or the mount table is plainly a container's (runtime file mounts such
+//     as /etc/hostname, or an overlay "/" named "overlay"), no block device
+//     is published: each is left out as "unknown whether in use" and
+//     Inventory.Warnings says how to mount the host's files.
 //
 // Symbolic links are resolved inside the root: an absolute target such as
 // /dev/accel0 means <root>/dev/accel0.
@@ -51,16 +58,25 @@
 //
 //   - In use: a block device that backs a mounted file system (matched by
 //     mountinfo's device number and by its /dev source, which btrfs needs)
-//     or active swap. What it is built on (slaves, recursively) is in use
-//     too, so is the disk of a used partition, and so are the partitions of
-//     a wholly used disk.
+//     or active swap; whose node is bind-mounted (mountinfo shows devtmpfs,
+//     or the file system at /dev, with the node's name as the mount root:
+//     a pod's block-mode volume); a loop device over a block device node
+//     (the kubelet's lock on a block-mode volume) and that block device; a
+//     loop device over a file in /var/lib/kubelet. What it is built on
+//     (slaves, recursively) is in use too, so is the disk of a used
+//     partition, and so are the partitions of a wholly used disk.
+//   - Character aliases: SCSI generic (/dev/sg*), bsg (/dev/bsg/*), NVMe
+//     controller (/dev/nvme<n>) and NVMe generic (/dev/ng*) nodes reach the
+//     media of block devices and are in use when one of those is in use or
+//     held.
 //   - Held: a device something is stacked on (non-empty holders/: multipath
 //     paths, LVM physical volumes, md members) is published only as the top
 //     of its stack. A disk with a held partition is held too.
 //   - Kernel interfaces (/dev/mem, /dev/kmem, /dev/port, /dev/kmsg,
 //     watchdogs, CPU MSR and CPUID, device-mapper and loop control,
-//     /dev/snapshot, ...) are never published, recognised by device number
-//     and by path.
+//     /dev/snapshot, IPMI, TPM, MTD flash (also mtdblock), uinput, consoles
+//     and virtual terminals, Power's papr-* and opal-prd, ...) are never
+//     published, recognised by device number and by path.
 //
 // A block device of size 0 is no device (unbound loop device, empty drive,
 // unconfigured zram) and is left out as well.
@@ -71,9 +87,15 @@
 // important reason, in this order:
 //
 //	kernel interface: never published
+//	unknown whether in use: the host's mount table <root>/proc/1/mountinfo cannot be read (...)
 //	in use: mounted at /
+//	in use: bind-mounted at <mount point> (the device node itself, ...)
 //	in use: swap
 //	in use: member of mounted btrfs file system <fsid>
+//	in use: backed by block device /dev/sdc (a loop device over a block device ...)
+//	in use: backed by <file>, in the kubelet's directory (a pod's volume)
+//	in use: the backing device of loop device loop5
+//	in use: SCSI generic node of sda; sda: in use: mounted at /
 //	in use: under dm-0 (vg-root) which is mounted at /
 //	in use: partition vda1 is mounted at /boot
 //	in use: on disk sdb which is mounted at /srv
@@ -87,6 +109,8 @@
 //	not included by any group
 //
 // so the root disk says it is in use even when no group includes it.
+// "unknown whether in use" is the one reason allowInUse does not lift.
+// Advice says what an admin can do about a reason.
 //
 // # Names
 //

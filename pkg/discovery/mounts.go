@@ -11,32 +11,34 @@ import (
 // mount is one line of mountinfo that matters here.
 type mount struct {
 	major, minor uint32
-	mountPoint   string
-	fsType       string
-	source       string
+	// root is the path inside the mounted file system that is mounted:
+	// "/" for a whole file system, the node's path inside devtmpfs for a
+	// bind mount of a device node (/sdc).
+	root       string
+	mountPoint string
+	fsType     string
+	source     string
 }
 
-// readMounts parses the host's mount table: PID 1's (the host mount
-// namespace when the host's /proc is visible) or else the reader's own.
-func (h *hostFS) readMounts() ([]mount, string, error) {
-	var errs []error
-	for _, p := range []string{"/proc/1/mountinfo", "/proc/self/mountinfo"} {
-		data, err := h.readFile(p)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		return parseMountinfo(data), p, nil
+// hostMountinfo is the one mount table discovery trusts: that of the
+// host's PID 1. There is no fallback to /proc/self (see docs/design.md).
+const hostMountinfo = "/proc/1/mountinfo"
+
+// readMounts parses the host's mount table.
+func (h *hostFS) readMounts() ([]mount, error) {
+	data, err := h.readFile(hostMountinfo)
+	if err != nil {
+		return nil, fmt.Errorf("the host's mount table %s cannot be read (%w)", h.real(hostMountinfo), pathErrCause(err))
 	}
-	return nil, "", fmt.Errorf("cannot tell which devices are mounted: %w", errors.Join(errs...))
+	return parseMountinfo(data), nil
 }
 
 // parseMountinfo reads proc_pid_mountinfo(5) lines:
 //
 //	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
 //
-// Fields 3 and 5 are the device number and the mount point; after the "-"
-// separator come the file system type and the source.
+// Fields 3, 4 and 5 are the device number, the root and the mount point;
+// after the "-" separator come the file system type and the source.
 func parseMountinfo(data []byte) []mount {
 	var out []mount
 	for len(data) > 0 {
@@ -50,7 +52,7 @@ func parseMountinfo(data []byte) []mount {
 		if err != nil {
 			continue
 		}
-		m := mount{major: maj, minor: min, mountPoint: unescapeOctal(f[4])}
+		m := mount{major: maj, minor: min, root: unescapeOctal(f[3]), mountPoint: unescapeOctal(f[4])}
 		for i := 6; i < len(f); i++ {
 			if f[i] == "-" {
 				if i+1 < len(f) {
@@ -67,6 +69,15 @@ func parseMountinfo(data []byte) []mount {
 	return out
 }
 
+// pathErrCause drops the path from an error that repeats it.
+func pathErrCause(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
 // swap is one active swap area.
 type swap struct {
 	path string
@@ -74,14 +85,16 @@ type swap struct {
 }
 
 // readSwaps parses /proc/swaps. A kernel without swap support has no such
-// file: no swap then.
+// file and no /sys/kernel/mm/swap either: no swap then. When the kernel has
+// swap but the file is missing under the root, it was not mounted there,
+// and that is an error like any other.
 func (h *hostFS) readSwaps() ([]swap, error) {
 	data, err := h.readFile("/proc/swaps")
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) && !h.exists("/sys/kernel/mm/swap") {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot tell which devices are swap: %w", err)
+		return nil, fmt.Errorf("the host's swap list %s cannot be read (%w)", h.real("/proc/swaps"), pathErrCause(err))
 	}
 	return parseSwaps(data), nil
 }
@@ -148,25 +161,49 @@ func (h *hostFS) btrfsMembers() map[string]string {
 	return out
 }
 
-// containerRootFSTypes are file systems a container's "/" lives on and a
-// host's normally does not.
-var containerRootFSTypes = map[string]bool{"overlay": true, "aufs": true, "fuse-overlayfs": true}
+// containerRuntimeFiles are files every container runtime (Docker,
+// containerd, CRI-O, Podman) and the kubelet bind-mount into a container
+// and a host never has as mount points.
+var containerRuntimeFiles = map[string]bool{
+	"/etc/hostname": true, "/etc/hosts": true, "/etc/resolv.conf": true, "/dev/termination-log": true,
+}
 
-// containerMountTableWarning says when the mount table read looks like a
-// container's own rather than the host's: its "/" is an overlay. Then the
-// host's mounted disks are not all visible, and the in-use rule cannot
-// protect them. It returns "" when the table looks like a host's.
-func containerMountTableWarning(mounts []mount, from string) string {
-	root := ""
-	for _, m := range mounts {
+// containerMountTable says why a mount table is plainly a container's own
+// rather than the host's, or "" when it looks like a host's. The signs are
+// the runtime's file bind mounts, and a "/" on aufs, fuse-overlayfs or an
+// overlay whose source is "overlay", as container runtimes name it. An
+// overlay "/" with another source (composefs on ostree and bootc hosts,
+// overlayroot, live media) is a host's.
+func containerMountTable(mounts []mount) string {
+	var root *mount
+	for i, m := range mounts {
 		if m.mountPoint == "/" {
-			root = m.fsType // the last mount on "/" is the visible one
+			root = &mounts[i] // the last mount on "/" is the visible one
 		}
 	}
-	if !containerRootFSTypes[root] {
-		return ""
+	if root != nil {
+		switch {
+		case root.fsType == "aufs" || root.fsType == "fuse-overlayfs":
+			return "its / is " + root.fsType
+		case root.fsType == "overlay" && root.source == "overlay":
+			return "its / is an overlay named \"overlay\", as container runtimes mount it"
+		}
 	}
-	return fmt.Sprintf("the mount table %s looks like a container's (its / is %s), not the host's: disks the host "+
-		"has mounted may not be recognised as in use; give the plugin the host's /proc/1/mountinfo and /proc/swaps "+
-		"under --host-root (the shipped DaemonSet does), or run it with hostPID", from, root)
+	for _, m := range mounts {
+		if containerRuntimeFiles[m.mountPoint] {
+			return "it has a file mounted at " + m.mountPoint + ", as container runtimes do"
+		}
+	}
+	return ""
+}
+
+// mountTableFix says how to give discovery the host's mount table and swap
+// list.
+func mountTableFix(root string) string {
+	if root == "/" {
+		return "run it on the host (not in a container) as root, or in a pod with hostPID, " +
+			"or mount the host's /proc/1/mountinfo and /proc/swaps read-only into the pod and point --host-root at them"
+	}
+	return fmt.Sprintf("mount the host's /proc/1/mountinfo and /proc/swaps read-only at %s/proc/1/mountinfo and "+
+		"%s/proc/swaps (the shipped DaemonSet does)", root, root)
 }

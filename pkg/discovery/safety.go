@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"fmt"
 	"path"
 	"sort"
 	"strings"
@@ -20,28 +21,52 @@ type use struct {
 	whole bool
 }
 
-// inUse works out which block devices back a mounted file system or swap,
-// directly or through a stack (dm, md, partitions). The result maps kernel
-// names to reasons.
-func (h *hostFS) inUse(ctx context.Context, s *blockSet) (map[string]*use, error) {
-	logger := klog.FromContext(ctx)
-	mounts, from, err := h.readMounts()
-	if err != nil {
-		return nil, err
-	}
-	logger.V(5).Info("Read mount table", "path", from, "mounts", len(mounts))
-	h.warning = containerMountTableWarning(mounts, from)
-	swaps, err := h.readSwaps()
-	if err != nil {
-		return nil, err
-	}
+// reasonUnknownUse starts the reason of every block device (and character
+// alias of one) while the host's mount table or swap list cannot be read.
+const reasonUnknownUse = "unknown whether in use: "
 
-	// Mount points per device, by device number and by source node.
+// inUse works out which block devices back a mounted file system or swap,
+// directly or through a stack (dm, md, partitions, loop devices), or are
+// bound by a bind mount of their node. The result maps kernel names to
+// reasons. When the host's mount table or swap list cannot be read, or is
+// plainly a container's, nothing can be known: uses is nil and unknown
+// says why, for every block device.
+func (h *hostFS) inUse(ctx context.Context, s *blockSet) (uses map[string]*use, unknown string) {
+	logger := klog.FromContext(ctx)
+	mounts, err := h.readMounts()
+	var cause string
+	if err != nil {
+		cause = err.Error()
+	} else if why := containerMountTable(mounts); why != "" {
+		cause = fmt.Sprintf("the mount table %s is a container's own, not the host's (%s)", h.real(hostMountinfo), why)
+	}
+	var swaps []swap
+	if cause == "" {
+		if swaps, err = h.readSwaps(); err != nil {
+			cause = err.Error()
+		}
+	}
+	if cause != "" {
+		h.warning = cause + "; no block device is published until the host's mount table and swap list can be read: " +
+			mountTableFix(h.root)
+		return nil, reasonUnknownUse + cause
+	}
+	logger.V(5).Info("Read mount table", "path", hostMountinfo, "mounts", len(mounts))
+
+	// Mount points per device, by device number and by source node; bind
+	// mounts of device nodes per device.
 	points := make(map[*blockDev][]string)
+	binds := make(map[*blockDev][]string)
 	sources := make(map[string]*blockDev)
+	devFS := devFileSystems(mounts)
 	for _, m := range mounts {
 		if d := s.byDev[devKey(m.major, m.minor)]; d != nil {
 			points[d] = append(points[d], m.mountPoint)
+		}
+		if node := nodeOfMount(m, devFS); node != "" {
+			if d := h.blockOf(s, node); d != nil {
+				binds[d] = append(binds[d], m.mountPoint)
+			}
 		}
 		if !strings.HasPrefix(m.source, "/dev/") {
 			continue
@@ -66,6 +91,13 @@ func (h *hostFS) inUse(ctx context.Context, s *blockSet) (map[string]*use, error
 		what := "mounted at " + mp[0]
 		st.mark(d.info.KernelName, what, what, true)
 	}
+	for _, d := range s.list {
+		if mp := binds[d]; len(mp) > 0 {
+			sort.Strings(mp)
+			st.mark(d.info.KernelName, phraseBound+mp[0]+" (the device node itself, as the kubelet does for a pod's "+
+				"block-mode volume)", phraseBound+mp[0], true)
+		}
+	}
 	for _, sw := range swaps {
 		if sw.kind != "partition" {
 			// A swap file lives on a mounted file system, which is in use
@@ -83,8 +115,9 @@ func (h *hostFS) inUse(ctx context.Context, s *blockSet) (map[string]*use, error
 			st.mark(d.info.KernelName, what, what, true)
 		}
 	}
+	h.markLoops(st, mounts, devFS)
 	st.propagate()
-	return st.uses, nil
+	return st.uses, ""
 }
 
 // blockOf finds the block device a /dev path leads to.
@@ -183,14 +216,21 @@ func held(s *blockSet) map[string]string {
 
 // Kernel interfaces: character devices that reach into the kernel itself
 // (memory, I/O ports, CPU registers, the log, device-mapper and loop
-// control, hibernation images, watchdogs). They are never published.
+// control, hibernation images, watchdogs), into firmware and the service
+// processor (IPMI, TPM, flash, Power's RTAS and OPAL interfaces), or into
+// the node's consoles and input. They are never published. Numbers are
+// listed where the kernel fixes them; paths catch the dynamic ones.
 var kernelCharDevs = map[uint64]bool{
 	devKey(1, 1):    true, // mem
 	devKey(1, 2):    true, // kmem
 	devKey(1, 4):    true, // port
 	devKey(1, 11):   true, // kmsg
+	devKey(5, 0):    true, // tty (the controlling terminal)
+	devKey(5, 1):    true, // console
 	devKey(10, 130): true, // watchdog
 	devKey(10, 144): true, // nvram
+	devKey(10, 223): true, // uinput
+	devKey(10, 224): true, // tpm0 (misc minor)
 	devKey(10, 227): true, // mcelog
 	devKey(10, 231): true, // snapshot
 	devKey(10, 234): true, // btrfs-control
@@ -199,9 +239,15 @@ var kernelCharDevs = map[uint64]bool{
 }
 
 var kernelCharMajors = map[uint32]bool{
+	7:   true, // vcs, vcsa, vcsu: virtual console memory
+	90:  true, // mtd<n>, mtd<n>ro: raw flash
 	202: true, // cpu/<n>/msr
 	203: true, // cpu/<n>/cpuid
 }
+
+// Major 4 minors 0-63 are the virtual terminals tty0-tty63; serial ports
+// (ttyS*) start at 64.
+const ttyMajor, firstSerialMinor = 4, 64
 
 var kernelPathPatterns = []string{
 	"/dev/mem",
@@ -217,6 +263,19 @@ var kernelPathPatterns = []string{
 	"/dev/btrfs-control",
 	"/dev/nvram",
 	"/dev/mcelog",
+	"/dev/ipmi*",
+	"/dev/ipmidev/*",
+	"/dev/tpm*", // tpm<n> and tpmrm<n>
+	"/dev/mtd*",
+	"/dev/uinput",
+	"/dev/input/uinput",
+	"/dev/console",
+	"/dev/tty",
+	"/dev/tty[0-9]*",
+	"/dev/vcs*",
+	"/dev/papr-*", // papr-vpd, papr-sysparm, papr-indices, papr-platform-dump, ...
+	"/dev/opal-prd",
+	"/dev/nvme-fabrics", // connects the host to NVMe-oF targets, like loop-control
 }
 
 const reasonKernel = "kernel interface: never published"
@@ -224,7 +283,8 @@ const reasonKernel = "kernel interface: never published"
 // isKernelInterface reports whether a character device is a kernel
 // interface, by number or by any of its paths.
 func isKernelInterface(major, minor uint32, paths []string) bool {
-	if kernelCharDevs[devKey(major, minor)] || kernelCharMajors[major] {
+	if kernelCharDevs[devKey(major, minor)] || kernelCharMajors[major] ||
+		(major == ttyMajor && minor < firstSerialMinor) {
 		return true
 	}
 	for _, p := range paths {
@@ -235,4 +295,13 @@ func isKernelInterface(major, minor uint32, paths []string) bool {
 		}
 	}
 	return false
+}
+
+// mtdBlockMajor is the block view of raw flash (mtdblock<n>): the same
+// firmware flash as /dev/mtd<n>.
+const mtdBlockMajor = 31
+
+// isKernelBlock reports whether a block device is a kernel interface.
+func isKernelBlock(d *blockDev) bool {
+	return strings.HasPrefix(d.info.KernelName, "mtdblock") || (d.sysDevOK && d.sysMajor == mtdBlockMajor)
 }

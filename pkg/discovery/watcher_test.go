@@ -193,27 +193,38 @@ func TestWatcherRescanInterval(t *testing.T) {
 	})
 }
 
-func TestWatcherFirstScanError(t *testing.T) {
+// TestWatcherMountTableFailsClosed: without the host's mount table the
+// watcher runs, publishes no block device and says why; once the table
+// can be read the next scan publishes again.
+func TestWatcherMountTableFailsClosed(t *testing.T) {
 	tr := discoverytest.NewFake(t)
+	tr.AddBlock(discoverytest.Block{Name: "sdb", Dev: nd(8, 16), Size: gib})
 	tr.Remove("/proc/1/mountinfo")
-	w := NewWatcher(WithWatchHostRoot(tr.Root), WithDiscoverOptions(WithStat(tr.Stat())), withoutUevents())
+	w := NewWatcher(WithConfig(config(nil, v1alpha1.DeviceGroup{Name: "dev", Include: []string{"/dev/sd*"}})),
+		WithWatchHostRoot(tr.Root), WithDiscoverOptions(WithStat(tr.Stat())),
+		WithRescanInterval(100*time.Millisecond), withoutUevents())
+	startWatcher(t, w)
+	waitFor(t, w, 2*time.Second, "/dev/sdb held back", func(inv *Inventory) bool {
+		return strings.HasPrefix(outcomes(inv)["/dev/sdb"].reason, "unknown whether in use: ") && len(inv.Warnings) == 1
+	})
+	tr.File("/proc/1/mountinfo", "")
+	waitFor(t, w, 2*time.Second, "/dev/sdb published", published("/dev/sdb", "dev"))
+}
+
+func TestWatcherFirstScanError(t *testing.T) {
+	// A configuration that never loaded is no reason to guess one.
+	tr := discoverytest.NewFake(t)
+	w := NewWatcher(WithWatchHostRoot(tr.Root), WithDiscoverOptions(WithStat(tr.Stat())), withoutUevents(),
+		WithConfigLoader(jsonLoader(filepath.Join(t.TempDir(), "missing.json"))))
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	if err := w.Run(testContext(t)); err == nil {
-		t.Error("Run succeeded without a mount table")
+	if err := w.Run(testContext(t)); err == nil || !strings.Contains(err.Error(), "load configuration") {
+		t.Errorf("Run with a failing loader: %v", err)
 	}
 	if _, ok := <-w.Updates(); ok {
 		t.Error("updates not closed")
 	}
 	if err := w.Run(testContext(t)); err == nil {
 		t.Error("second Run succeeded")
-	}
-
-	// A configuration that never loaded is no reason to guess one.
-	tr = discoverytest.NewFake(t)
-	w = NewWatcher(WithWatchHostRoot(tr.Root), WithDiscoverOptions(WithStat(tr.Stat())), withoutUevents(),
-		WithConfigLoader(jsonLoader(filepath.Join(t.TempDir(), "missing.json"))))
-	if err := w.Run(testContext(t)); err == nil || !strings.Contains(err.Error(), "load configuration") {
-		t.Errorf("Run with a failing loader: %v", err)
 	}
 }
 

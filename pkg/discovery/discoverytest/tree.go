@@ -69,6 +69,10 @@ type Block struct {
 	// SysDir overrides the device's sysfs directory (a host path under
 	// /sys/devices). Partitions always live in their disk's directory.
 	SysDir string
+
+	// BackingFile fills loop/backing_file, as the kernel does for a bound
+	// loop device: the path of the file or device node behind it.
+	BackingFile string
 }
 
 // Tree is a fake host root.
@@ -349,6 +353,9 @@ func (tr *Tree) AddBlock(b Block) {
 			tr.File(devDir+"/vpd_pg80", string(append(page, b.VPDSerial...)))
 		}
 	}
+	if b.BackingFile != "" {
+		attr("loop/backing_file", b.BackingFile)
+	}
 	for k, v := range b.Attrs {
 		attr(k, v)
 	}
@@ -416,14 +423,89 @@ func partNumber(name string) string {
 	return name[i:]
 }
 
-// Mount adds a line to /proc/1/mountinfo. Spaces and other special
-// characters in the source and mount point are escaped as the kernel does.
+// Mount adds a line to /proc/1/mountinfo for a whole file system (root
+// "/"). Spaces and other special characters in the source and mount point
+// are escaped as the kernel does.
 func (tr *Tree) Mount(source string, dev DevNum, mountPoint, fsType string) {
 	tr.t.Helper()
+	tr.MountRoot(source, dev, "/", mountPoint, fsType)
+}
+
+// MountRoot adds a line to /proc/1/mountinfo that mounts the path root of
+// a file system, as a bind mount does.
+func (tr *Tree) MountRoot(source string, dev DevNum, root, mountPoint, fsType string) {
+	tr.t.Helper()
 	id := 100 + len(tr.mounts)
-	tr.mounts = append(tr.mounts, fmt.Sprintf("%d 1 %d:%d / %s rw,relatime shared:%d - %s %s rw",
-		id, dev.Major, dev.Minor, escape(mountPoint), id, fsType, escape(source)))
+	tr.mounts = append(tr.mounts, fmt.Sprintf("%d 1 %d:%d %s %s rw,relatime shared:%d - %s %s rw",
+		id, dev.Major, dev.Minor, escape(root), escape(mountPoint), id, fsType, escape(source)))
 	tr.writeMounts()
+}
+
+// DevtmpfsDev is the device number the fixture gives devtmpfs.
+var DevtmpfsDev = DevNum{Major: 0, Minor: 5}
+
+// BindNode adds the mountinfo line of a bind mount of the device node
+// hostNode (/dev/sdc) at mountPoint, as the kubelet makes for a pod's
+// block-mode volume: devtmpfs's number, source "udev", root "/sdc".
+func (tr *Tree) BindNode(hostNode, mountPoint string) {
+	tr.t.Helper()
+	if !strings.HasPrefix(hostNode, "/dev/") {
+		tr.t.Fatalf("BindNode %s: not under /dev", hostNode)
+	}
+	tr.MountRoot("udev", DevtmpfsDev, strings.TrimPrefix(hostNode, "/dev"), mountPoint, "devtmpfs")
+}
+
+// Char describes a character device that sysfs lists in a class, such as
+// a SCSI generic node or an NVMe controller.
+type Char struct {
+	// Path is the /dev path of the node.
+	Path string
+	Dev  DevNum
+	// Class and Name make /sys/class/<Class>/<Name>.
+	Class, Name string
+	// Of is the kernel name of an added block device the node belongs
+	// to. Its sysfs directory is placed as the kernel places it:
+	// scsi_generic and bsg under the disk's SCSI device (with a device
+	// link to it), nvme as the namespace's controller directory,
+	// nvme-generic in the controller directory.
+	Of string
+	// SysDir places the node's sysfs directory (a host path) instead, with
+	// no device link.
+	SysDir string
+}
+
+// AddChar lays out a character device's sysfs directory, its class link
+// and its /dev node.
+func (tr *Tree) AddChar(c Char) {
+	tr.t.Helper()
+	sysDir, device := c.SysDir, ""
+	if sysDir == "" {
+		of, ok := tr.sysDirs[c.Of]
+		if !ok {
+			tr.t.Fatalf("char %s: block device %q not added", c.Name, c.Of)
+		}
+		switch c.Class {
+		case "scsi_generic", "bsg":
+			device = path.Dir(path.Dir(of)) // .../H:C:T:L/block/sda
+			sysDir = device + "/" + c.Class + "/" + c.Name
+		case "nvme":
+			sysDir = path.Dir(of) // .../nvme/nvme0/nvme0n1
+			device = path.Dir(path.Dir(sysDir))
+		case "nvme-generic":
+			device = path.Dir(of)
+			sysDir = device + "/" + c.Name
+		default:
+			tr.t.Fatalf("char %s: class %q needs SysDir", c.Name, c.Class)
+		}
+	}
+	tr.File(sysDir+"/dev", fmt.Sprintf("%d:%d\n", c.Dev.Major, c.Dev.Minor))
+	if device != "" {
+		if _, err := os.Lstat(tr.Path(sysDir + "/device")); err != nil {
+			tr.relLink(sysDir+"/device", device)
+		}
+	}
+	tr.relLink("/sys/class/"+c.Class+"/"+c.Name, sysDir)
+	tr.CharNode(c.Path, c.Dev.Major, c.Dev.Minor)
 }
 
 // Swap adds a swap partition to /proc/swaps.
