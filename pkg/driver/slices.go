@@ -108,6 +108,11 @@ func maxDevicesInSlice(devices []resourceapi.Device) int {
 //     requests it (default 0), and with MaxConsumers a "consumers" capacity
 //     of that value is added of which every allocation takes exactly one, so
 //     that the scheduler allocates the device at most MaxConsumers times.
+//   - Devices that share blocks (a disk and its partitions, see
+//     discovery.Overlaps) consume shared counters, so that the scheduler
+//     never allocates two of them at once; the counter sets go into slices
+//     of their own, after the device slices. Where the API's limits cannot
+//     express a stack, the devices under it are withheld (see counters.go).
 //
 // Order is deterministic and expresses preference, because the scheduler
 // uses first fit over slices (sorted by name, which the resourceslice
@@ -115,7 +120,8 @@ func maxDevicesInSlice(devices []resourceapi.Device) int {
 // groups come in inventory (configuration) order and within a group devices
 // are sorted by Path, then Name. Devices are then cut into slices of at most
 // ResourceSliceMaxDevices (128), with devices that use limit-lowering
-// features (none today) in slices of their own of at most 64. A node without
+// features (consuming counters) in slices of their own of at most 64, those
+// that consume fewer counters (block fewer others) first. A node without
 // devices still gets one empty slice: "an empty pool" tells the scheduler
 // that the driver runs and has nothing to offer.
 //
@@ -125,8 +131,16 @@ func maxDevicesInSlice(devices []resourceapi.Device) int {
 // MaxSlicesPerPool slices. It does not re-check every API rule; callers run
 // ValidateResources on the result before publishing it.
 func BuildResources(nodeName string, inv *discovery.Inventory) (resourceslice.DriverResources, error) {
+	res, _, err := BuildResourcesWithheld(nodeName, inv)
+	return res, err
+}
+
+// BuildResourcesWithheld is BuildResources that also returns the nodes it
+// did not publish, with the reason: devices whose overlaps exceed the API's
+// counter limits. Sorted by path.
+func BuildResourcesWithheld(nodeName string, inv *discovery.Inventory) (resourceslice.DriverResources, []discovery.Exclusion, error) {
 	if nodeName == "" {
-		return resourceslice.DriverResources{}, errors.New("build resources: node name is empty")
+		return resourceslice.DriverResources{}, nil, errors.New("build resources: node name is empty")
 	}
 
 	var groups []discovery.Group
@@ -157,12 +171,17 @@ func BuildResources(nodeName string, inv *discovery.Inventory) (resourceslice.Dr
 	}
 	owner := make(map[string]publisher, n)
 	var errs []error
+	plan := planCounters(inv)
 	add := func(dev resourceapi.Device, p publisher) {
 		if prev, dup := owner[dev.Name]; dup {
 			errs = append(errs, fmt.Errorf("device name %q is used by both %s and %s", dev.Name, describe(prev), describe(p)))
 			return
 		}
 		owner[dev.Name] = p
+		if _, withheld := plan.withheld[dev.Name]; withheld {
+			return
+		}
+		dev.ConsumesCounters = plan.consumes[dev.Name]
 		devices = append(devices, dev)
 	}
 
@@ -202,19 +221,20 @@ func BuildResources(nodeName string, inv *discovery.Inventory) (resourceslice.Dr
 		}
 	}
 	if len(errs) > 0 {
-		return resourceslice.DriverResources{}, fmt.Errorf("build resources for node %q: %w", nodeName, errors.Join(errs...))
+		return resourceslice.DriverResources{}, nil, fmt.Errorf("build resources for node %q: %w", nodeName, errors.Join(errs...))
 	}
 
 	sl := splitIntoSlices(devices)
+	sl = append(sl, plan.counterSlices()...)
 	if len(sl) > MaxSlicesPerPool {
-		return resourceslice.DriverResources{}, fmt.Errorf("build resources for node %q: %d devices need %d ResourceSlices, more than the %d allowed; narrow the discovery groups or use a bundle",
+		return resourceslice.DriverResources{}, nil, fmt.Errorf("build resources for node %q: %d devices need %d ResourceSlices, more than the %d allowed; narrow the discovery groups or use a bundle",
 			nodeName, len(devices), len(sl), MaxSlicesPerPool)
 	}
 	return resourceslice.DriverResources{
 		Pools: map[string]resourceslice.Pool{
 			nodeName: {Slices: sl},
 		},
-	}, nil
+	}, plan.excluded, nil
 }
 
 // sortedByPath returns the indices of devs ordered by Path, then Name.
@@ -233,8 +253,10 @@ func sortedByPath(devs []discovery.Device) []int {
 
 // splitIntoSlices cuts devices into ResourceSlices within the API limits,
 // keeping their order. Devices that lower the per-slice limit go into slices
-// of their own, after the others. At least one (possibly empty) slice is
-// returned.
+// of their own, after the others, those that consume fewer counters first:
+// the scheduler takes the first fit, and a partition blocks only its disk
+// where the disk blocks all its partitions. At least one (possibly empty)
+// slice is returned.
 func splitIntoSlices(devices []resourceapi.Device) []resourceslice.Slice {
 	plain, advanced := devices, []resourceapi.Device(nil)
 	if anyUsesAdvancedFeatures(devices) {
@@ -246,6 +268,9 @@ func splitIntoSlices(devices []resourceapi.Device) []resourceslice.Slice {
 				plain = append(plain, devices[i])
 			}
 		}
+		slices.SortStableFunc(advanced, func(a, b resourceapi.Device) int {
+			return cmp.Compare(countersConsumed(&a), countersConsumed(&b))
+		})
 	}
 	out := make([]resourceslice.Slice, 0, len(plain)/resourceapi.ResourceSliceMaxDevices+len(advanced)/resourceapi.ResourceSliceMaxDevicesWithAdvancedFeatures+2)
 	for chunk := range slices.Chunk(plain, resourceapi.ResourceSliceMaxDevices) {

@@ -36,9 +36,13 @@ const maxReportedErrors = 50
 // Checked per pool: the name (non-empty, at most PoolNameMaxLength, DNS
 // subdomains separated by "/"), 1 to MaxSlicesPerPool slices, device names
 // unique across all of the pool's slices, and at most one of NodeSelector
-// and AllNodes. Per slice: not both devices and shared counters, at most 8
-// counter sets, and at most 128 devices, or 64 when a device uses taints,
-// consumesCounters or list attributes. Per device: the name a DNS label;
+// and AllNodes; counter set names unique across the pool, each counter a
+// device consumes present in the pool (see validate_counters.go). Per
+// slice: not both devices and shared counters, at most 8 counter sets of
+// 1 to 32 counters (names DNS labels), and at most 128 devices, or 64 when
+// a device uses taints, consumesCounters or list attributes. Per device:
+// at most 2 consumesCounters entries, one per counter set, of 1 to 32
+// counters; the name a DNS label;
 // attributes plus capacities at most 32 and attribute values at most 48;
 // attribute and capacity names a C identifier of at most 32 characters,
 // optionally prefixed by a DNS subdomain of at most 63 and a "/"; each
@@ -129,6 +133,7 @@ func (v *validator) pool(name string, pool resourceslice.Pool) {
 			v.device(at, di, d, perDevice)
 		}
 	}
+	v.counters(name, pool)
 }
 
 func poolNameProblems(name string) []string {
