@@ -222,4 +222,3 @@ func TestOverlapOverTheKubeletAPI(t *testing.T) {
 		}
 	}
 }
-
