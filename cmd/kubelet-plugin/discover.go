@@ -31,6 +31,10 @@ type discoverReport struct {
 	Excluded []discovery.Exclusion `json:"excluded"`
 	Groups   []reportGroup         `json:"groups"`
 	Warnings []string              `json:"warnings,omitempty"`
+	// SharedBlocks, HeldBack and Withheld: see addOverlaps.
+	SharedBlocks []reportStack         `json:"sharedBlocks,omitempty"`
+	HeldBack     []discovery.Exclusion `json:"notOfferedInDevicePluginMode,omitempty"`
+	Withheld     []discovery.Exclusion `json:"notPublishedInDRAMode,omitempty"`
 }
 
 type reportDevice struct {
@@ -156,6 +160,7 @@ func buildReport(inv *discovery.Inventory) *discoverReport {
 			})
 		}
 	}
+	addOverlaps(rep, inv)
 	return rep
 }
 
@@ -200,6 +205,7 @@ func writeTable(w io.Writer, rep *discoverReport) error {
 			fmt.Fprintf(tw, "  %s\t%s\n", e.Path, e.Reason)
 		}
 	}
+	writeOverlaps(tw, rep)
 	return tw.Flush()
 }
 
