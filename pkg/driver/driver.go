@@ -297,13 +297,15 @@ func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletpl
 // the pod restarts and says why.
 func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
 	var dropped *resourceslice.DroppedFieldsError
-	if errors.As(err, &dropped) && slices.Equal(dropped.DisabledFeatures(), []string{"DRAPartitionableDevices"}) {
+	if errors.As(err, &dropped) && slices.Contains(dropped.DisabledFeatures(), "DRAPartitionableDevices") {
 		// Expected on 1.34 and 1.35: say once what it means, instead of
 		// an error for every slice on every update.
 		if !d.countersDropped.Swap(true) {
 			klog.FromContext(ctx).Info("The API server dropped the counters that tell the scheduler which devices share blocks (feature gate DRAPartitionableDevices is off, the default before Kubernetes 1.36): the scheduler may now allocate a disk and one of its partitions to two claims, and Prepare refuses the second one, whose pod then waits until the first claim is freed. Turn the feature gate on in the API server and the scheduler, then restart this plugin's pods to publish the counters again.")
 		}
-		return
+		if len(dropped.DisabledFeatures()) == 1 {
+			return
+		}
 	}
 	utilruntime.HandleErrorWithContext(ctx, err, msg)
 	if !errors.Is(err, kubeletplugin.ErrRecoverable) && d.cancel != nil {
