@@ -620,10 +620,11 @@ func newNode(t *testing.T, inv *discovery.Inventory, classes []*resourceapi.Devi
 			n.slices = append(n.slices, &resourceapi.ResourceSlice{
 				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%s-%04d", nodeName, driver.DriverName, i)},
 				Spec: resourceapi.ResourceSliceSpec{
-					Driver:   driver.DriverName,
-					Pool:     resourceapi.ResourcePool{Name: poolName, Generation: 1, ResourceSliceCount: int64(len(pool.Slices))},
-					NodeName: ptr.To(nodeName),
-					Devices:  s.Devices,
+					Driver:         driver.DriverName,
+					Pool:           resourceapi.ResourcePool{Name: poolName, Generation: 1, ResourceSliceCount: int64(len(pool.Slices))},
+					NodeName:       ptr.To(nodeName),
+					Devices:        s.Devices,
+					SharedCounters: s.SharedCounters,
 				},
 			})
 		}

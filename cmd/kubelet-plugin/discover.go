@@ -33,6 +33,10 @@ type discoverReport struct {
 	Excluded []reportExclusion `json:"excluded"`
 	Groups   []reportGroup     `json:"groups"`
 	Warnings []string          `json:"warnings,omitempty"`
+	// SharedBlocks, HeldBack and Withheld: see addOverlaps.
+	SharedBlocks []reportStack         `json:"sharedBlocks,omitempty"`
+	HeldBack     []discovery.Exclusion `json:"notOfferedInDevicePluginMode,omitempty"`
+	Withheld     []discovery.Exclusion `json:"notPublishedInDRAMode,omitempty"`
 }
 
 // reportExclusion is a device left out, why, and what an admin can do.
@@ -165,6 +169,7 @@ func buildReport(inv *discovery.Inventory) *discoverReport {
 			})
 		}
 	}
+	addOverlaps(rep, inv)
 	return rep
 }
 
@@ -209,6 +214,7 @@ func writeTable(w io.Writer, rep *discoverReport) error {
 			fmt.Fprintf(tw, "  %s\t%s\n", e.Path, e.Reason)
 		}
 	}
+	writeOverlaps(tw, rep)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -90,6 +90,10 @@ type DeviceSet struct {
 	Capped bool
 	// Units are ordered by device name, then share number.
 	Units []Unit
+	// HeldBack are the group's devices that are not offered because
+	// devices of other units are built on them (see BuildDeviceSets),
+	// with the reason. Sorted by path.
+	HeldBack []discovery.Exclusion
 
 	byID map[string]int
 	list *v1beta1.ListAndWatchResponse
@@ -113,14 +117,23 @@ type NUMAFunc func(d *discovery.Device) []int64
 //   - shared group: each device (or the bundle) advertises several IDs,
 //     <name>_0 ... <name>_<n-1>, where n is maxConsumers; without
 //     maxConsumers, n is the number of nodes for a bundle (the old plugin's
-//     capacity: one unit per matched device) and DefaultSharedIDs else.
+//     capacity: one unit per matched device) and DefaultSharedIDs else;
+//   - devices that share blocks are never offered as two IDs, in any
+//     group: the kubelet counts IDs and nothing else, so only the top of a
+//     stack is offered (partitions rather than their disk, a multipath map
+//     rather than its paths; discovery.Overlaps.HeldBack). Within one
+//     bundle overlaps go to the same pod and are kept.
 func BuildDeviceSets(inv *discovery.Inventory, numa NUMAFunc) []*DeviceSet {
 	if inv == nil {
 		return nil
 	}
+	held := map[*discovery.Device]string{}
+	for _, h := range discovery.FindOverlaps(inv).HeldBack() {
+		held[h.Device] = heldBackReason(h)
+	}
 	sets := make([]*DeviceSet, 0, len(inv.Groups))
 	for gi := range inv.Groups {
-		sets = append(sets, buildDeviceSet(&inv.Groups[gi], numa))
+		sets = append(sets, buildDeviceSet(&inv.Groups[gi], numa, held))
 	}
 	return sets
 }
@@ -139,7 +152,7 @@ type baseDevice struct {
 	parent string
 }
 
-func buildDeviceSet(g *discovery.Group, numa NUMAFunc) *DeviceSet {
+func buildDeviceSet(g *discovery.Group, numa NUMAFunc, held map[*discovery.Device]string) *DeviceSet {
 	s := &DeviceSet{
 		Group:       g.Name,
 		Resource:    ResourceName(g.Name),
@@ -151,13 +164,21 @@ func buildDeviceSet(g *discovery.Group, numa NUMAFunc) *DeviceSet {
 		s.Permissions = string(v1alpha1.DefaultPermissions)
 	}
 	var bases []baseDevice
+	served := make([]*discovery.Device, 0, len(g.Devices))
+	for di := range g.Devices {
+		d := &g.Devices[di]
+		if r, ok := held[d]; ok {
+			s.HeldBack = append(s.HeldBack, discovery.Exclusion{Path: d.Path, Reason: r})
+			continue
+		}
+		served = append(served, d)
+	}
 	if g.Bundle {
-		if len(g.Devices) > 0 {
+		if len(served) > 0 {
 			b := baseDevice{name: g.BundleName}
 			var numas [][]int64
 			parents := map[string]bool{}
-			for di := range g.Devices {
-				d := &g.Devices[di]
+			for _, d := range served {
 				b.nodes = append(b.nodes, nodeOf(d))
 				if numa != nil {
 					numas = append(numas, numa(d))
@@ -173,8 +194,7 @@ func buildDeviceSet(g *discovery.Group, numa NUMAFunc) *DeviceSet {
 			bases = append(bases, b)
 		}
 	} else {
-		for di := range g.Devices {
-			d := &g.Devices[di]
+		for _, d := range served {
 			b := baseDevice{name: d.Name, nodes: []Node{nodeOf(d)}, parent: parentOf(d)}
 			if numa != nil {
 				b.numa = unionNUMA(numa(d))
@@ -190,7 +210,7 @@ func buildDeviceSet(g *discovery.Group, numa NUMAFunc) *DeviceSet {
 		case g.Sharing.MaxConsumers != nil:
 			s.PerDevice = int(*g.Sharing.MaxConsumers)
 		case g.Bundle:
-			s.PerDevice = len(g.Devices)
+			s.PerDevice = len(served)
 		default:
 			s.PerDevice = DefaultSharedIDs
 		}

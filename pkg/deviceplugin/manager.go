@@ -148,6 +148,9 @@ type Manager struct {
 	cdiNames  atomic.Pointer[map[string]bool] // devices the spec on disk defines
 	cdiSets   []*DeviceSet                    // the sets the spec should hold (Run's goroutine)
 	cdiFailed bool
+	// heldBack is what the last inventory held back (path -> reason), so
+	// that a change is logged once (Run's goroutine).
+	heldBack map[string]string
 
 	mu      sync.RWMutex
 	plugins map[string]*pluginRun // by group
@@ -342,6 +345,7 @@ func (m *Manager) Run(ctx context.Context, src InventorySource) error {
 // new groups start, those of groups gone get an empty list and stop.
 func (m *Manager) apply(ctx context.Context, inv *discovery.Inventory) {
 	sets := BuildDeviceSets(inv, m.opts.numa)
+	m.logHeldBack(sets)
 	if m.cdi != nil {
 		m.cdiSets = sets
 		m.writeCDI(sets, true)

@@ -286,21 +286,21 @@ func TestInventoryChanges(t *testing.T) {
 	waitIDs(t, dev, "sdb", "sdc")
 	db2 := e.plugin(t, "power-dev-plugin/db2")
 
-	// sdd appears.
+	// sdh appears (not sdd: that one is under db2's dm-1).
 	inv2 := threeGroups()
-	inv2.Groups[0].Devices = append(inv2.Groups[0].Devices, blockDev("dev", "sdd", 8, 48, ""))
+	inv2.Groups[0].Devices = append(inv2.Groups[0].Devices, blockDev("dev", "sdh", 8, 112, ""))
 	e.src.send(t, inv2)
-	waitIDs(t, dev, "sdb", "sdc", "sdd")
-	if _, err := dev.Allocate(waitCtx(t, 5*time.Second), []string{"sdd"}); err != nil {
+	waitIDs(t, dev, "sdb", "sdc", "sdh")
+	if _, err := dev.Allocate(waitCtx(t, 5*time.Second), []string{"sdh"}); err != nil {
 		t.Errorf("Allocate the new device: %v", err)
 	}
 
 	// sdb vanishes: gone from the list, and no longer allocatable.
 	inv3 := threeGroups()
-	inv3.Groups[0].Devices = []discovery.Device{blockDev("dev", "sdc", 8, 32, ""), blockDev("dev", "sdd", 8, 48, "")}
+	inv3.Groups[0].Devices = []discovery.Device{blockDev("dev", "sdc", 8, 32, ""), blockDev("dev", "sdh", 8, 112, "")}
 	before := db2.Lists()
 	e.src.send(t, inv3)
-	waitIDs(t, dev, "sdc", "sdd")
+	waitIDs(t, dev, "sdc", "sdh")
 	if _, err := dev.Allocate(waitCtx(t, 5*time.Second), []string{"sdb"}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("Allocate a vanished device: %v", err)
 	}

@@ -42,6 +42,7 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 		return nil, err
 	}
 	blocks.inheritFromParents()
+	blocks.fillUnder()
 	h.scanAliases(blocks)
 	uses, unknown := h.inUse(ctx, blocks)
 	helds := held(blocks)
@@ -130,6 +131,7 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 		info := d.info
 		info.ByID = slices.Clone(d.info.ByID)
 		info.Slaves = slices.Clone(d.info.Slaves)
+		info.Under = slices.Clone(d.info.Under)
 		inv.Groups[gi].Devices = append(inv.Groups[gi].Devices, Device{
 			Group:   cfg.Groups[gi].Name,
 			Path:    d.path,

@@ -253,7 +253,7 @@ func TestDiscoverDeviceDetails(t *testing.T) {
 		}, {
 			Name: "sda3", Group: "all", Path: "/dev/sda3", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 3,
 			Block: &BlockInfo{KernelName: "sda3", Kind: KindPartition, SizeBytes: 10 * gib, Model: "QEMU HARDDISK",
-				Vendor: "ATA", Rotational: true, Parent: "sda"},
+				Vendor: "ATA", Rotational: true, Parent: "sda", Under: []string{"sda"}},
 		}, {
 			Name: "sdb", Group: "all", Path: "/dev/sdb", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 16,
 			Aliases: []string{"/dev/disk/by-id/scsi-3600507681081818c1800000000000042"},
@@ -265,15 +265,15 @@ func TestDiscoverDeviceDetails(t *testing.T) {
 			Aliases: []string{mpathID, "/dev/mapper/mpatha"},
 			Block: &BlockInfo{KernelName: "dm-1", Kind: KindMpath, SizeBytes: 200 * gib, DMName: "mpatha",
 				DMUUID: "mpath-3600507681081818c1800000000000042", ByID: []string{mpathID},
-				Slaves: []string{"sdb", "sdc"}},
+				Slaves: []string{"sdb", "sdc"}, Under: []string{"sdb", "sdc"}},
 		}, {
 			Name: "dm-2", Group: "all", Path: "/dev/dm-2", Type: v1alpha1.DeviceTypeBlock, Major: 253, Minor: 2,
 			Aliases: []string{"/dev/mapper/vg-data-lv"},
 			Block: &BlockInfo{KernelName: "dm-2", Kind: KindLVM, SizeBytes: 20 * gib, DMName: "vg-data-lv",
-				DMUUID: "LVM-abcdefDATA", Slaves: []string{"sdd1"}},
+				DMUUID: "LVM-abcdefDATA", Slaves: []string{"sdd1"}, Under: []string{"sdd", "sdd1"}},
 		}, {
 			Name: "md0", Group: "all", Path: "/dev/md0", Type: v1alpha1.DeviceTypeBlock, Major: 9, Minor: 0,
-			Block: &BlockInfo{KernelName: "md0", Kind: KindMD, SizeBytes: 5 * gib, Slaves: []string{"sdj", "sdk"}},
+			Block: &BlockInfo{KernelName: "md0", Kind: KindMD, SizeBytes: 5 * gib, Slaves: []string{"sdj", "sdk"}, Under: []string{"sdj", "sdk"}},
 		}, {
 			Name: "nvme0n1", Group: "all", Path: "/dev/nvme0n1", Type: v1alpha1.DeviceTypeBlock, Major: 259, Minor: 0,
 			Aliases: []string{"/dev/disk/by-id/nvme-eui.0025388b91c7c3a1"},
@@ -283,7 +283,7 @@ func TestDiscoverDeviceDetails(t *testing.T) {
 		}, {
 			Name: "nvme0n1p1", Group: "all", Path: "/dev/nvme0n1p1", Type: v1alpha1.DeviceTypeBlock, Major: 259, Minor: 1,
 			Block: &BlockInfo{KernelName: "nvme0n1p1", Kind: KindPartition, SizeBytes: 512 * gib,
-				Model: "Samsung SSD 970", Parent: "nvme0n1"},
+				Model: "Samsung SSD 970", Parent: "nvme0n1", Under: []string{"nvme0n1"}},
 		}, {
 			Name: "loop0", Group: "all", Path: "/dev/loop0", Type: v1alpha1.DeviceTypeBlock, Major: 7, Minor: 0,
 			Block: &BlockInfo{KernelName: "loop0", Kind: KindLoop, SizeBytes: 16 * mib},

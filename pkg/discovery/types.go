@@ -59,6 +59,10 @@ type BlockInfo struct {
 	ByID []string `json:"byID,omitempty"`
 	// Slaves are the kernel names this device is stacked on (dm, md).
 	Slaves []string `json:"slaves,omitempty"`
+	// Under are the kernel names of every device this one is built on,
+	// through any number of layers (Parent, Slaves, their Parent and
+	// Slaves...), published or not. Sorted. See Overlaps.
+	Under []string `json:"under,omitempty"`
 }
 
 // Group is a configured group with the nodes it matched.

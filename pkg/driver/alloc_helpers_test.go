@@ -201,6 +201,9 @@ type allocEnv struct {
 	slices    []*resourceapi.ResourceSlice
 	classes   testClassLister
 	allocated []*resourceapi.ResourceClaim
+	// features replaces allocTestFeatures when set (a scheduler with
+	// other feature gates).
+	features *structured.Features
 }
 
 // newAllocEnv publishes inv for nodeName. With no classes, the default
@@ -224,7 +227,11 @@ func newAllocEnv(t testing.TB, nodeName string, inv *discovery.Inventory, classe
 // more than 32 devices). It does not record the result; see commit.
 func (e *allocEnv) tryAllocate(claims ...*resourceapi.ResourceClaim) ([]*resourceapi.ResourceClaim, error) {
 	ctx := context.Background()
-	a, err := structured.NewAllocator(ctx, allocTestFeatures, allocatedStateForTest(e.allocated), e.classes, e.slices, allocTestCELCache)
+	features := allocTestFeatures
+	if e.features != nil {
+		features = *e.features
+	}
+	a, err := structured.NewAllocator(ctx, features, allocatedStateForTest(e.allocated), e.classes, e.slices, allocTestCELCache)
 	if err != nil {
 		return nil, fmt.Errorf("NewAllocator: %w", err)
 	}

@@ -19,12 +19,16 @@
 //     bundle is how one request gets hundreds of disks;
 //   - a shared group marks its devices allowMultipleAllocations; its
 //     maxConsumers becomes the consumable capacity "consumers", of which each
-//     allocation takes exactly one.
+//     allocation takes exactly one;
+//   - devices that share blocks (a disk and its partitions;
+//     discovery.Overlaps) consume shared counters, so that the scheduler
+//     never allocates two of them at once (counters.go).
 //
 // Devices are split into ResourceSlices of at most 128 devices (64 for
-// devices with taints, counters or list attributes, which this driver does
-// not publish). ValidateResources checks the result against the API's rules
-// before it is handed to the kubeletplugin helper.
+// devices with taints, counters or list attributes; of these only counters
+// are published), and the counter sets into slices of their own.
+// ValidateResources checks the result against the API's rules before it is
+// handed to the kubeletplugin helper.
 //
 // # Selecting devices
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
+	"k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/klog/v2"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
@@ -74,6 +76,13 @@ type Driver struct {
 	invSignal chan struct{} // closed and replaced on every new inventory
 	published atomic.Bool
 	cancel    context.CancelCauseFunc
+
+	// withheld is what the last publication left out (path -> reason),
+	// so that a change is logged once.
+	withheld map[string]string
+	// countersDropped is set once the API server was seen dropping the
+	// overlap counters.
+	countersDropped atomic.Bool
 }
 
 var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
@@ -208,13 +217,14 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 // rules and hands them to the helper, which syncs them with the API server.
 func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 	logger := klog.FromContext(ctx)
-	res, err := BuildResources(d.opts.nodeName, inv)
+	res, withheld, err := BuildResourcesWithheld(d.opts.nodeName, inv)
 	if err != nil {
 		return err
 	}
 	if err := ValidateResources(res); err != nil {
 		return err
 	}
+	d.logWithheld(logger, withheld)
 	d.setInventory(inv)
 	if err := d.helper.PublishResources(ctx, res); err != nil {
 		return fmt.Errorf("publish ResourceSlices: %w", err)
@@ -228,6 +238,24 @@ func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 	logger.Info("Published devices", "devices", n, "excluded", len(inv.Excluded))
 	d.published.Store(true)
 	return nil
+}
+
+// logWithheld logs the devices BuildResources left out when that list
+// changes, not on every publication. Run calls it from one goroutine.
+func (d *Driver) logWithheld(logger klog.Logger, withheld []discovery.Exclusion) {
+	now := make(map[string]string, len(withheld))
+	for _, w := range withheld {
+		now[w.Path] = w.Reason
+		if d.withheld[w.Path] != w.Reason {
+			logger.Info("Not publishing a device", "path", w.Path, "reason", w.Reason)
+		}
+	}
+	for p := range d.withheld {
+		if _, still := now[p]; !still {
+			logger.Info("Publishing a device that was withheld before", "path", p)
+		}
+	}
+	d.withheld = now
 }
 
 func (d *Driver) setInventory(inv *discovery.Inventory) {
@@ -268,6 +296,17 @@ func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletpl
 // from publishing slices) are logged; a fatal one stops the plugin so that
 // the pod restarts and says why.
 func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
+	var dropped *resourceslice.DroppedFieldsError
+	if errors.As(err, &dropped) && slices.Contains(dropped.DisabledFeatures(), "DRAPartitionableDevices") {
+		// Expected on 1.34 and 1.35: say once what it means, instead of
+		// an error for every slice on every update.
+		if !d.countersDropped.Swap(true) {
+			klog.FromContext(ctx).Info("The API server dropped the counters that tell the scheduler which devices share blocks (feature gate DRAPartitionableDevices is off, the default before Kubernetes 1.36): the scheduler may now allocate a disk and one of its partitions to two claims, and Prepare refuses the second one, whose pod then waits until the first claim is freed. Turn the feature gate on in the API server and the scheduler, then restart this plugin's pods to publish the counters again.")
+		}
+		if len(dropped.DisabledFeatures()) == 1 {
+			return
+		}
+	}
 	utilruntime.HandleErrorWithContext(ctx, err, msg)
 	if !errors.Is(err, kubeletplugin.ErrRecoverable) && d.cancel != nil {
 		d.cancel(fmt.Errorf("fatal error: %s: %w", msg, err))

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -415,5 +416,82 @@ func TestDriverHealthEndpointWaitsForPort(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// The overlap counters reach the API server in a slice of their own.
+func TestDriverPublishesOverlapCounters(t *testing.T) {
+	e := startDriver(t, newFakeClient(), inventoryForTest(groupForTest("disks", diskWithPartitionsForTest("sdd", 3, 2)...)))
+	stored := e.waitForDevices(t, "sdd", "sdd1", "sdd2")
+	var sets []string
+	for _, s := range stored {
+		for _, cs := range s.Spec.SharedCounters {
+			sets = append(sets, cs.Name)
+		}
+	}
+	if len(stored) != 2 || !slices.Equal(sets, []string{"sdd"}) {
+		t.Errorf("%d slices, counter sets %v; want 2 slices and set sdd", len(stored), sets)
+	}
+}
+
+// An API server of 1.34 or 1.35 (DRAPartitionableDevices off) drops the
+// counters: the counters slice is stored empty, the devices without what
+// they consume, the driver says once what that means and keeps running.
+func TestDriverCountersDroppedByOldAPIServer(t *testing.T) {
+	client := newFakeClient()
+	drop := func(action k8stesting.Action) (bool, runtime.Object, error) {
+		s := action.(interface{ GetObject() runtime.Object }).GetObject().(*resourceapi.ResourceSlice)
+		s.Spec.SharedCounters = nil
+		for i := range s.Spec.Devices {
+			s.Spec.Devices[i].ConsumesCounters = nil
+		}
+		return false, nil, nil
+	}
+	client.PrependReactor("create", "resourceslices", drop)
+	client.PrependReactor("update", "resourceslices", drop)
+	e := startDriver(t, client, inventoryForTest(groupForTest("disks", diskWithPartitionsForTest("sdd", 3, 2)...)))
+	stored := e.waitForDevices(t, "sdd", "sdd1", "sdd2")
+	empty := 0
+	for _, s := range stored {
+		if s.Spec.Pool.ResourceSliceCount != 2 || len(s.Spec.SharedCounters) > 0 {
+			t.Errorf("slice %s: %+v", s.Name, s.Spec)
+		}
+		if len(s.Spec.Devices) == 0 {
+			empty++
+		}
+	}
+	if len(stored) != 2 || empty != 1 {
+		t.Errorf("%d slices, %d empty; want 2 and 1", len(stored), empty)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !e.driver.countersDropped.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the driver did not notice the dropped counters")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case err := <-e.done:
+		t.Fatalf("the driver stopped: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// Devices left out for the API's counter limits are logged when that
+// changes, not on every publication.
+func TestDriverLogsWithheldOncePerChange(t *testing.T) {
+	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.BufferLogs(true)))
+	d := &Driver{}
+	w := []discovery.Exclusion{{Path: "/dev/sdc", Reason: "not published in DRA mode: ..."}}
+	d.logWithheld(logger, w)
+	d.logWithheld(logger, w)
+	d.logWithheld(logger, nil)
+	d.logWithheld(logger, nil)
+	out := logger.GetSink().(ktesting.Underlier).GetBuffer().String()
+	if n := strings.Count(out, "Not publishing a device path=\"/dev/sdc\""); n != 1 {
+		t.Errorf("withheld logged %d times:\n%s", n, out)
+	}
+	if n := strings.Count(out, "Publishing a device that was withheld before path=\"/dev/sdc\""); n != 1 {
+		t.Errorf("published again logged %d times:\n%s", n, out)
 	}
 }

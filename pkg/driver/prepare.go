@@ -95,7 +95,8 @@ func PlanClaim(claim *resourceapi.ResourceClaim, nodeName string, inv *discovery
 type inventoryIndex struct {
 	byName map[string]indexEntry
 	// overlaps maps a block node's key to the keys of the published nodes
-	// that share its blocks: a disk and its partitions.
+	// that share its blocks: a disk and its partitions, a device-mapper
+	// device and what it is built on.
 	overlaps map[string][]overlap
 }
 
@@ -137,32 +138,21 @@ func newInventoryIndex(inv *discovery.Inventory) *inventoryIndex {
 	return idx
 }
 
-// indexOverlaps records, for every published disk and partition of it,
-// that they share blocks.
+// indexOverlaps records, for every published block device, the published
+// devices that share blocks with it (discovery.Overlaps, the rule slices
+// use for their counters).
 func (idx *inventoryIndex) indexOverlaps(inv *discovery.Inventory) {
-	byKname := map[string]*discovery.Device{}
-	for gi := range inv.Groups {
-		for di := range inv.Groups[gi].Devices {
-			d := &inv.Groups[gi].Devices[di]
-			if d.Block != nil && d.Block.KernelName != "" {
-				byKname[d.Block.KernelName] = d
-			}
-		}
-	}
+	o := discovery.FindOverlaps(inv)
 	key := func(d *discovery.Device) string {
 		return fmt.Sprintf("%s %d:%d", cdiType(d.Type), d.Major, d.Minor)
 	}
-	for _, d := range byKname {
-		if d.Block.Parent == "" {
-			continue
+	for gi := range inv.Groups {
+		for di := range inv.Groups[gi].Devices {
+			d := &inv.Groups[gi].Devices[di]
+			for _, x := range o.Of(d) {
+				idx.overlaps[key(d)] = append(idx.overlaps[key(d)], overlap{key: key(x), path: x.Path})
+			}
 		}
-		parent, ok := byKname[d.Block.Parent]
-		if !ok {
-			continue
-		}
-		pk, ck := key(parent), key(d)
-		idx.overlaps[pk] = append(idx.overlaps[pk], overlap{key: ck, path: d.Path})
-		idx.overlaps[ck] = append(idx.overlaps[ck], overlap{key: pk, path: parent.Path})
 	}
 }
 

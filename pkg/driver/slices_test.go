@@ -40,10 +40,11 @@ func checkPublishable(t *testing.T, res resourceslice.DriverResources) {
 	for pool, p := range res.Pools {
 		for i, s := range p.Slices {
 			spec := resourceapi.ResourceSliceSpec{
-				Driver:   DriverName,
-				Pool:     resourceapi.ResourcePool{Name: pool, Generation: 1, ResourceSliceCount: int64(len(p.Slices))},
-				NodeName: ptr.To(pool),
-				Devices:  s.Devices,
+				Driver:         DriverName,
+				Pool:           resourceapi.ResourcePool{Name: pool, Generation: 1, ResourceSliceCount: int64(len(p.Slices))},
+				NodeName:       ptr.To(pool),
+				Devices:        s.Devices,
+				SharedCounters: s.SharedCounters,
 			}
 			errs := resourceapi.Validate_ResourceSliceSpec(context.Background(), declarativeCreate, field.NewPath("spec"), &spec, nil)
 			if len(errs) > 0 {

@@ -555,12 +555,14 @@ func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryI
 				break
 			}
 			// A disk and its partitions share blocks: handing one to a
-			// claim and the other, exclusively, to another would let both
-			// write the same data. (Shared groups share anyway.)
+			// claim and the other to another would let both write the
+			// same data. Sharing a device is not sharing those that
+			// overlap it, so this holds in shared groups too, as the
+			// scheduler's counters say.
 		overlaps:
 			for _, o := range idx.overlaps[n.nodeKey()] {
 				for _, h := range ss.holders[o.key] {
-					if h.uid == pc.UID || (!d.Exclusive && !h.exclusive) {
+					if h.uid == pc.UID {
 						continue
 					}
 					errs = append(errs, fmt.Errorf("claim %s: device %q: device node %s shares blocks with %s, which is prepared for claim %s (UID %s, device %q); it is freed when that claim is unprepared",
