@@ -70,14 +70,21 @@ func CheckNotHeld(root string, d *Device) error {
 	}
 	name := fmt.Sprintf("block device %s (%d:%d)", d.Path, d.Major, d.Minor)
 	var pathErr *os.PathError
+	if errors.As(err, &pathErr) {
+		err = pathErr.Err // the message names the path already
+	}
 	switch {
+	case pathErr == nil:
+		// Opened, but it is not the device discovery found.
+		return fmt.Errorf("%s is not handed out: %w. The node's devices changed after the plugin's last scan, which publishes them as they are now; "+
+			"recreate the pod so that it gets a device by its current number", name, err)
 	case errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("%s is in use on the node: the kernel refused to open it exclusively (%w). "+
 			"Something holds it: a filesystem mounted in any mount namespace, also one the host's mount table does not show "+
 			"(a systemd service with PrivateMounts=, a container without mount propagation), swap, or a device-mapper, md or bcache device on it. "+
 			"Find the holder on the node with `grep -l ' %d:%d ' /proc/[0-9]*/mountinfo`, `cat /proc/swaps` and `ls /sys/dev/block/%d:%d/holders`; "+
 			"stop that use, or leave the device out of the plugin's configuration (a group's exclude pattern)",
-			name, unix.EBUSY, d.Major, d.Minor, d.Major, d.Minor)
+			name, err, d.Major, d.Minor, d.Major, d.Minor)
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
 		return fmt.Errorf("cannot check that %s is not in use, so it is not handed out: the plugin may not open it (%w). "+
 			"The plugin's container needs access to the host's block devices for this check: run it privileged, "+
@@ -85,10 +92,6 @@ func CheckNotHeld(root string, d *Device) error {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENXIO), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENOMEDIUM):
 		return fmt.Errorf("%s is gone from the node (%w): it was removed after the plugin's last scan, which stops publishing it; "+
 			"recreate the pod so that it gets a device that exists", name, err)
-	case !errors.As(err, &pathErr):
-		// Opened, but it is not the device discovery found.
-		return fmt.Errorf("%s is not handed out: %w. The node's devices changed after the plugin's last scan, which publishes them as they are now; "+
-			"recreate the pod so that it gets a device by its current number", name, err)
 	default:
 		return fmt.Errorf("cannot check that %s is not in use, so it is not handed out: %w; "+
 			"the device is refused until the check succeeds", name, err)
