@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -176,5 +177,33 @@ func TestStatePrepareFailsClosedWhenTheCheckCannotBeMade(t *testing.T) {
 			t.Errorf("%s:\n got %q\nwant %q", tc.claim.Name, err, tc.want)
 		}
 		ptRefusedLeavesNothing(t, env, tc.claim)
+	}
+}
+
+// The driver checks under its host root (the plugin's --host-root).
+func TestDriverChecksUnderHostRoot(t *testing.T) {
+	ctx := ptCtx(t)
+	tr := discoverytest.New(t)
+	tr.CharNode("/dev/sdq", 1, 3) // under the host root: no longer the block device
+	base, err := os.MkdirTemp("", "pdp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	d, err := Start(ctx, WithKubeClient(newFakeClient()), WithNodeName(ptNode), WithCDIDir(filepath.Join(base, "cdi")),
+		WithRegistrarDir(filepath.Join(base, "reg")), WithPluginDataDir(filepath.Join(base, "data")), WithHostRoot(tr.Root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.helper.Stop()
+	d.setInventory(inventoryForTest(groupForTest("disks", discovery.Device{
+		Name: "sdq", Path: "/dev/sdq", Type: v1alpha1.DeviceTypeBlock, Major: 65, Minor: 0})))
+	claim := ptClaim("c", ptResults(ptResult("d", "sdq")))
+	res, err := d.PrepareResourceClaims(ctx, []*resourceapi.ResourceClaim{claim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res[claim.UID].Err; err == nil || !strings.Contains(err.Error(), "/dev/sdq is no longer a block device node") {
+		t.Errorf("Prepare: %v, want the check under the host root %s", err, tr.Root)
 	}
 }
