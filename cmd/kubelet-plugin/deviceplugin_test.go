@@ -11,9 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	v1beta1 "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/deviceplugin/kubelettest"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery/discoverytest"
 )
 
 // clearPluginEnv makes the flag defaults the built-in ones.
@@ -97,10 +101,17 @@ func (r *pluginRun) waitPlugin(t *testing.T, resource string) *kubelettest.Plugi
 
 // --mode=device-plugin runs without any API server access (no kubeconfig,
 // no in-cluster configuration, no node name), registers power-dev-plugin/dev
-// with the kubelet and grants what discovery found.
+// with the kubelet and grants what discovery found. The fixture's sdb is a
+// real loop device: Allocate asks the kernel, under --host-root, that
+// nothing holds it.
 func TestDevicePluginModeWithoutAPIServer(t *testing.T) {
 	clearPluginEnv(t)
-	tr := hostTree(t)
+	loop, _ := discoverytest.LoopDevice(t, 16<<20)
+	var st unix.Stat_t
+	if err := unix.Stat(loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	tr := hostTreeWithSDB(t, discoverytest.DevNum{Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev)})
 	r := startPluginCmd(t, "--mode", "device-plugin", "--host-root", tr.Root)
 	p := r.waitPlugin(t, "power-dev-plugin/dev")
 	if ids := kubelettest.IDs(p.Devices()); len(ids) != 1 || ids[0] != "sdb" {
@@ -129,6 +140,15 @@ func TestDevicePluginModeWithoutAPIServer(t *testing.T) {
 	}
 	if err != nil || !strings.Contains(out.String(), "power-dev-plugin/dev: 1 IDs") {
 		t.Errorf("healthcheck --ready: %v %q", err, out.String())
+	}
+
+	// Mounted where the host's mount table does not show it: refused.
+	discoverytest.HoldInPrivateMount(t, loop)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = p.Allocate(ctx, []string{"sdb"})
+	if msg := status.Convert(err).Message(); status.Code(err) != codes.FailedPrecondition || !strings.Contains(msg, `device ID "sdb": block device /dev/sdb`) || !strings.Contains(msg, "is in use on the node") {
+		t.Errorf("Allocate of a held device: %v", err)
 	}
 }
 

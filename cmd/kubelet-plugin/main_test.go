@@ -19,6 +19,13 @@ const mib = 1 << 20
 // a free disk sdb with a serial, an unbound loop device and /dev/mem.
 func hostTree(t *testing.T) *discoverytest.Tree {
 	t.Helper()
+	return hostTreeWithSDB(t, discoverytest.DevNum{Major: 8, Minor: 16})
+}
+
+// hostTreeWithSDB is hostTree with sdb's device numbers: a test that hands
+// sdb out gives those of a real device, which Allocate opens.
+func hostTreeWithSDB(t *testing.T, sdb discoverytest.DevNum) *discoverytest.Tree {
+	t.Helper()
 	tr := discoverytest.New(t)
 	if tr.Fake() {
 		// The CLI has no flag for the test-only stat hook; mknod needs
@@ -27,7 +34,7 @@ func hostTree(t *testing.T) *discoverytest.Tree {
 	}
 	tr.AddBlock(discoverytest.Block{Name: "vda", Dev: discoverytest.DevNum{Major: 254, Minor: 0}, Size: 64 * mib})
 	tr.AddBlock(discoverytest.Block{Name: "vda1", Dev: discoverytest.DevNum{Major: 254, Minor: 1}, Size: 32 * mib, Parent: "vda"})
-	tr.AddBlock(discoverytest.Block{Name: "sdb", Dev: discoverytest.DevNum{Major: 8, Minor: 16}, Size: 128 * mib,
+	tr.AddBlock(discoverytest.Block{Name: "sdb", Dev: sdb, Size: 128 * mib,
 		Model: "Virtual Disk", Serial: "SER-0001", WWID: "naa.5000c500a1b2c3d4"})
 	tr.AddBlock(discoverytest.Block{Name: "loop3", Dev: discoverytest.DevNum{Major: 7, Minor: 3}})
 	tr.CharNode("/dev/mem", 1, 1)

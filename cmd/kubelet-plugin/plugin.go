@@ -221,6 +221,7 @@ func runDRA(ctx context.Context, f pluginFlags, client kubernetes.Interface) err
 		driver.WithCDIDir(f.cdiDir),
 		driver.WithRegistrarDir(f.registrarDir),
 		driver.WithPluginDataDir(filepath.Join(f.pluginsDir, driver.DriverName)),
+		driver.WithHostRoot(f.hostRoot),
 		driver.WithRollingUpdate(types.UID(f.podUID)),
 		driver.WithHealthAddress(f.healthAddr),
 	)

@@ -52,6 +52,9 @@ type Node struct {
 	// Type is "b" (block) or "c" (char).
 	Type         string
 	Major, Minor uint32
+	// InUseAllowed: listed in allowInUse, so Allocate does not check that
+	// nothing holds it.
+	InUseAllowed bool
 }
 
 // Unit is one device ID the kubelet sees: it allocates and counts units.
@@ -358,7 +361,7 @@ func nodeOf(d *discovery.Device) Node {
 	if d.Type == v1alpha1.DeviceTypeBlock {
 		t = "b"
 	}
-	n := Node{Path: d.Path, Type: t, Major: d.Major, Minor: d.Minor}
+	n := Node{Path: d.Path, Type: t, Major: d.Major, Minor: d.Minor, InUseAllowed: d.InUseAllowed}
 	for _, a := range d.Aliases {
 		if strings.HasPrefix(a, "/dev/mapper/") && a != d.Path {
 			n.MapperPaths = append(n.MapperPaths, a)

@@ -42,7 +42,10 @@
 // # Allocate
 //
 // Allocate grants exactly the IDs the kubelet asks for and fails, naming the
-// resource and the IDs, when one is not advertised. Each container gets:
+// resource and the IDs, when one is not advertised. For an exclusive group it
+// also asks the kernel that nothing holds the block devices it grants
+// (discovery.CheckNotHeld) and fails with the reason when something does.
+// Each container gets:
 //
 //   - a DeviceSpec per node (host path = container path, the group's
 //     permissions), each node once even when two share IDs of one device are

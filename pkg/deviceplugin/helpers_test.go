@@ -120,6 +120,13 @@ type env struct {
 	stop        func()
 }
 
+// withProbe replaces discovery.CheckNotHeld at Allocate; nil keeps the
+// real one. Most tests' inventories are made up (/dev/sdb of a host that
+// may have another or none), so newEnv uses noProbe.
+func withProbe(f func(d *discovery.Device) error) Option { return func(o *options) { o.probe = f } }
+
+func noProbe(*discovery.Device) error { return nil }
+
 // quietContext logs nothing: benchmarks must not time the logging.
 var quietContext = klog.NewContext(context.Background(), logr.Discard())
 
@@ -141,7 +148,7 @@ func newEnvWith(t testing.TB, kopts []kubelettest.Option, opts ...Option) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.kubelet.Stop)
-	all := append([]Option{WithPluginDir(e.dir), WithCDIDir(e.cdiDir), WithNUMA(nil), WithInstanceID("test0001"), fast}, opts...)
+	all := append([]Option{WithPluginDir(e.dir), WithCDIDir(e.cdiDir), WithNUMA(nil), WithInstanceID("test0001"), fast, withProbe(noProbe)}, opts...)
 	m, err := New(all...)
 	if err != nil {
 		t.Fatal(err)

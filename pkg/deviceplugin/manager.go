@@ -87,6 +87,9 @@ type options struct {
 	healthAddr string
 	registrar  Registrar
 	timing     timing
+	// probe is discovery.CheckNotHeld under hostRoot; tests replace it
+	// when their inventories are made up.
+	probe func(d *discovery.Device) error
 }
 
 // WithPluginDir sets the kubelet's device-plugin directory, where its
@@ -101,7 +104,8 @@ func WithCDIDir(dir string) Option { return func(o *options) { o.cdiDir = dir } 
 // DeviceSpecs (default true). Off, the plugin writes no CDI spec.
 func WithCDIDevices(on bool) Option { return func(o *options) { o.cdiDevices = on } }
 
-// WithHostRoot sets where the host's /sys is found, for NUMA nodes
+// WithHostRoot sets where the host's /sys and /dev are found, for NUMA
+// nodes and for the check at Allocate that nothing holds a block device
 // (default "/").
 func WithHostRoot(dir string) Option { return func(o *options) { o.hostRoot = dir } }
 
@@ -180,6 +184,10 @@ func New(opts ...Option) (*Manager, error) {
 	o.instance = instanceID(o.instance)
 	if !o.numaSet {
 		o.numa = SysfsNUMA(o.hostRoot)
+	}
+	if o.probe == nil {
+		root := o.hostRoot
+		o.probe = func(d *discovery.Device) error { return discovery.CheckNotHeld(root, d) }
 	}
 	m := &Manager{opts: o, kubeletSocket: filepath.Join(o.pluginDir, KubeletSocket), plugins: map[string]*pluginRun{}}
 	if m.opts.registrar == nil {
@@ -378,6 +386,7 @@ func (m *Manager) apply(ctx context.Context, inv *discovery.Inventory) {
 			cancel: cancel,
 			done:   make(chan struct{}),
 		}
+		p.probe = m.opts.probe
 		m.plugins[s.Group] = p
 		go func() {
 			defer close(p.done)

@@ -581,7 +581,7 @@ func TestRollingUpdate(t *testing.T) {
 			e.src.send(t, threeGroups())
 			old := e.plugin(t, "power-dev-plugin/dev")
 
-			m2, err := New(WithPluginDir(e.dir), WithCDIDir(e.cdiDir), WithNUMA(nil), WithInstanceID("test0002"), fast)
+			m2, err := New(WithPluginDir(e.dir), WithCDIDir(e.cdiDir), WithNUMA(nil), WithInstanceID("test0002"), fast, withProbe(noProbe))
 			if err != nil {
 				t.Fatal(err)
 			}

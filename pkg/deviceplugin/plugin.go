@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/klog/v2"
 	v1beta1 "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 )
 
 // PluginStatus is what one group's device plugin is doing.
@@ -73,7 +75,8 @@ type plugin struct {
 	socketBase      string // full path without "-<n>.sock"
 	kubeletSocket   string
 	registrar       Registrar
-	cdiName         func(device string) string // nil: no CDI devices in answers
+	cdiName         func(device string) string      // nil: no CDI devices in answers
+	probe           func(d *discovery.Device) error // nil: no check at Allocate
 	timing          timing
 	logger          klog.Logger
 
@@ -440,6 +443,10 @@ func (e *endpoint) Allocate(_ context.Context, req *v1beta1.AllocateRequest) (*v
 		if err != nil {
 			p.logger.Info("Allocate refused", "err", err)
 			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if err := p.checkNotHeld(set, cr.GetDevicesIds()); err != nil {
+			p.logger.Info("Allocate refused", "err", err)
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
 		}
 		p.logger.V(2).Info("Allocated", "ids", cr.GetDevicesIds(), "nodes", len(c.Devices), "cdiDevices", len(c.CdiDevices))
 		resp.ContainerResponses = append(resp.ContainerResponses, c)

@@ -140,6 +140,8 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 			Minor:   d.minor,
 			Aliases: slices.Clone(d.aliases),
 			Block:   &info,
+
+			InUseAllowed: ok,
 		})
 		paths = append(paths, d.path)
 	}

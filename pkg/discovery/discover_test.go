@@ -250,6 +250,7 @@ func TestDiscoverDeviceDetails(t *testing.T) {
 			Block: &BlockInfo{KernelName: "sda", Kind: KindDisk, SizeBytes: 100 * gib, Model: "QEMU HARDDISK",
 				Vendor: "ATA", Serial: "SER-A", WWN: "naa.5000c500a1b2c3d4", Rotational: true,
 				ByID: []string{"/dev/disk/by-id/ata-QEMU_HARDDISK_SER-A", "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"}},
+			InUseAllowed: true, // listed in allowInUse
 		}, {
 			Name: "sda3", Group: "all", Path: "/dev/sda3", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 3,
 			Block: &BlockInfo{KernelName: "sda3", Kind: KindPartition, SizeBytes: 10 * gib, Model: "QEMU HARDDISK",
@@ -260,6 +261,7 @@ func TestDiscoverDeviceDetails(t *testing.T) {
 			Block: &BlockInfo{KernelName: "sdb", Kind: KindDisk, SizeBytes: 200 * gib, Model: "FlashSystem-9840",
 				Vendor: "IBM", Serial: "P1",
 				ByID: []string{"/dev/disk/by-id/scsi-3600507681081818c1800000000000042"}},
+			InUseAllowed: true,
 		}, {
 			Name: "dm-1", Group: "all", Path: "/dev/dm-1", Type: v1alpha1.DeviceTypeBlock, Major: 253, Minor: 1,
 			Aliases: []string{mpathID, "/dev/mapper/mpatha"},

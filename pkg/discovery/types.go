@@ -22,6 +22,9 @@ type Device struct {
 	Aliases []string `json:"aliases,omitempty"`
 	// Block is set for block devices.
 	Block *BlockInfo `json:"block,omitempty"`
+	// InUseAllowed: one of the node's paths is listed in allowInUse, so no
+	// in-use rule keeps it back, including CheckNotHeld at hand-out.
+	InUseAllowed bool `json:"inUseAllowed,omitempty"`
 }
 
 // BlockKind classifies a block device.

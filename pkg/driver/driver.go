@@ -40,6 +40,7 @@ type options struct {
 	cdiDir        string
 	registrarDir  string
 	dataDir       string
+	hostRoot      string
 	rollingUID    types.UID
 	healthAddress string
 	helperOpts    []kubeletplugin.Option
@@ -50,6 +51,10 @@ func WithNodeName(n string) Option                 { return func(o *options) { o
 func WithCDIDir(d string) Option                   { return func(o *options) { o.cdiDir = d } }
 func WithRegistrarDir(d string) Option             { return func(o *options) { o.registrarDir = d } }
 func WithPluginDataDir(d string) Option            { return func(o *options) { o.dataDir = d } }
+
+// WithHostRoot sets where the host's /dev is found: Prepare opens a block
+// device there to check that nothing holds it. Empty: "/".
+func WithHostRoot(d string) Option { return func(o *options) { o.hostRoot = d } }
 
 // WithRollingUpdate registers with the kubelet's rolling-update support so
 // a new plugin pod can start before the old one stops. Empty: off.
@@ -116,6 +121,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 		WithStateNodeName(d.opts.nodeName),
 		WithStateCDIDir(d.opts.cdiDir),
 		WithStateDataDir(d.opts.dataDir),
+		WithStateHostRoot(d.opts.hostRoot),
 		WithStateInventory(d.inventory),
 	)
 	if err != nil {

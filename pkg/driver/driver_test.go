@@ -277,6 +277,7 @@ func TestDriverHealthReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	state.probe = func(*discovery.Device) error { return nil } // /dev/null is no block device
 	d.state = state
 	inv := inventoryForTest(groupForTest("disks", sdb, diskForTest("sdc", "/dev/sdc", 1<<30)))
 	d.setInventory(inv)

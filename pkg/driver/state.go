@@ -65,6 +65,9 @@ type State struct {
 	dataDir   string
 	inventory func() *discovery.Inventory
 	now       func() time.Time
+	// probe is discovery.CheckNotHeld under the host root; tests of
+	// other parts replace it, because their inventories are made up.
+	probe func(d *discovery.Device) error
 
 	cdi            *CDIWriter
 	checkpointPath string
@@ -102,6 +105,7 @@ type stateConfig struct {
 	nodeName  string
 	cdiDir    string
 	dataDir   string
+	hostRoot  string
 	inventory func() *discovery.Inventory
 	now       func() time.Time
 }
@@ -116,6 +120,10 @@ func WithStateCDIDir(dir string) StateOption { return func(c *stateConfig) { c.c
 // WithStateDataDir sets the directory of the checkpoint and lock file.
 // Empty: DefaultDataDir.
 func WithStateDataDir(dir string) StateOption { return func(c *stateConfig) { c.dataDir = dir } }
+
+// WithStateHostRoot sets where the host's /dev is found, for the check
+// that nothing holds a block device at its first Prepare. Empty: "/".
+func WithStateHostRoot(dir string) StateOption { return func(c *stateConfig) { c.hostRoot = dir } }
 
 // WithStateInventory sets where the current inventory comes from. It may
 // return nil while discovery has not finished; Prepare then fails for
@@ -149,6 +157,9 @@ func NewState(opts ...StateOption) (*State, error) {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
+	if cfg.hostRoot == "" {
+		cfg.hostRoot = "/"
+	}
 	w, err := NewCDIWriter(cfg.cdiDir)
 	if err != nil {
 		return nil, err
@@ -159,6 +170,7 @@ func NewState(opts ...StateOption) (*State, error) {
 		dataDir:        dataDir,
 		inventory:      cfg.inventory,
 		now:            cfg.now,
+		probe:          func(d *discovery.Device) error { return discovery.CheckNotHeld(cfg.hostRoot, d) },
 		cdi:            w,
 		checkpointPath: filepath.Join(dataDir, CheckpointFileName),
 		lockPath:       filepath.Join(dataDir, lockFileName),
@@ -458,6 +470,9 @@ func (ss *session) prepare(ctx context.Context, claim *resourceapi.ResourceClaim
 	}
 	pc := NewPreparedClaim(plan)
 	if err := ss.checkExclusive(pc, ref, idx); err != nil {
+		return nil, false, err
+	}
+	if err := ss.checkNotHeld(ctx, pc, ss.cp.Claims[claim.UID], ref, idx); err != nil {
 		return nil, false, err
 	}
 	written, err := s.cdi.WriteSpec(pc)

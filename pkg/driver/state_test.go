@@ -30,6 +30,11 @@ type ptEnv struct {
 	cdiDir, dataDir string
 	mu              sync.Mutex
 	inv             *discovery.Inventory
+	// realProbe keeps discovery.CheckNotHeld on the host's /dev; else
+	// fakeProbe stands for it (ptInventory's devices are made up).
+	realProbe bool
+	probed    []string         // paths fakeProbe was asked about
+	held      map[string]error // fakeProbe's answer by path
 }
 
 func newPtEnv(t testing.TB) *ptEnv {
@@ -41,6 +46,23 @@ func (e *ptEnv) inventory() *discovery.Inventory {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.inv
+}
+
+// fakeProbe records the block devices Prepare checks and answers from held.
+func (e *ptEnv) fakeProbe(d *discovery.Device) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.probed = append(e.probed, d.Path)
+	return e.held[d.Path]
+}
+
+// takeProbed returns the paths probed since the last call.
+func (e *ptEnv) takeProbed() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p := e.probed
+	e.probed = nil
+	return p
 }
 
 func (e *ptEnv) setInventory(inv *discovery.Inventory) {
@@ -59,6 +81,9 @@ func (e *ptEnv) state(t testing.TB, ctx context.Context) *State {
 		WithStateInventory(e.inventory), WithStateClock(func() time.Time { return ptClockTime }))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !e.realProbe {
+		s.probe = e.fakeProbe
 	}
 	if err := s.Reconcile(ctx); err != nil {
 		t.Fatalf("Reconcile: %v", err)
