@@ -99,7 +99,7 @@ func TestAllocateChecksNotHeld(t *testing.T) {
 		}
 	}
 	inv := threeGroups()
-	allowed := blockDev("dev", "sdd", 8, 48, "")
+	allowed := blockDev("dev", "sdh", 8, 112, "") // sdd-sdg are under db2's dm devices
 	allowed.InUseAllowed = true
 	inv.Groups[0].Devices = append(inv.Groups[0].Devices, allowed)
 	e := newEnv(t, withProbe(probe))
@@ -107,10 +107,10 @@ func TestAllocateChecksNotHeld(t *testing.T) {
 	ctx := waitCtx(t, 10*time.Second)
 
 	dev := e.plugin(t, "power-dev-plugin/dev")
-	if _, err := dev.Allocate(ctx, []string{"sdb", "sdd"}); err != nil {
+	if _, err := dev.Allocate(ctx, []string{"sdb", "sdh"}); err != nil {
 		t.Fatal(err)
 	}
-	take("exclusive disks", "/dev/sdb 8:16", "/dev/sdd 8:48 allowed")
+	take("exclusive disks", "/dev/sdb 8:16", "/dev/sdh 8:112 allowed")
 	_, err := dev.Allocate(ctx, []string{"sdb"}, []string{"sdc"})
 	if status.Code(err) != codes.FailedPrecondition || status.Convert(err).Message() != `power-dev-plugin/dev: device ID "sdc": block device /dev/sdc is in use on the node` {
 		t.Errorf("held device: %v", err)
