@@ -34,6 +34,11 @@ const (
 	// MsgMissingTypeMeta: neither apiVersion/kind nor only config.json keys.
 	MsgMissingTypeMeta = "missing apiVersion/kind (expected " + APIVersion + " " + DiscoveryConfigKind +
 		", or the old plugin's config.json keys %s); not config.json keys: %s"
+	// MsgEmptyConfig: a DiscoveryConfig file with nothing in it.
+	MsgEmptyConfig = "the file is empty or holds only comments, which is refused rather than read as the " +
+		"built-in default; to publish no devices write groups: [] (with apiVersion " + APIVersion +
+		" and kind " + DiscoveryConfigKind + "); for the built-in default group \"" + DefaultGroupName +
+		"\" give no configuration file (unset --config and CONFIG_FILE)"
 	// MsgEmptyDeviceConfig: opaque parameters with nothing in them.
 	MsgEmptyDeviceConfig = "empty DeviceConfig: expected an object with apiVersion " + APIVersion +
 		" and kind " + DeviceConfigKind
@@ -89,8 +94,6 @@ const (
 
 // Warnings. They are complete sentences for a person; some take arguments.
 const (
-	WarnEmptyConfig = "the configuration is empty; using the default: group \"" + DefaultGroupName +
-		"\" with every block device that passes the safety rules, plus " + NXGzipPath
 	WarnNoGroups = "groups is empty: the driver publishes no devices"
 	// WarnCharDevices takes the group index and the pattern.
 	WarnCharDevices = "groups[%d]: include %q without types also matches character devices " +
@@ -113,6 +116,10 @@ const (
 	WarnLegacyIgnored       = "discovery-strategy and scan-interval are ignored: discovery is now event-driven " +
 		"(devices are rescanned when nodes under /dev appear or disappear), so there is no periodic rescan"
 )
+
+// ErrEmptyConfig is the problem of a DiscoveryConfig document (or file)
+// that is empty or holds only whitespace and comments.
+var ErrEmptyConfig error = &DecodeError{Detail: MsgEmptyConfig}
 
 // DecodeError is a problem found while reading a document, before any
 // validation: a syntax error, an unknown or duplicate field, a value of the
