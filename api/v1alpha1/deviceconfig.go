@@ -81,7 +81,9 @@ func ValidateDeviceConfig(c *DeviceConfig) field.ErrorList {
 
 // MergeDeviceConfigs layers configs, e.g. group defaults < class config <
 // claim config: a later config's set fields override earlier ones, its unset
-// fields (nil, empty containerPath) do not. Nil configs are skipped. The
+// fields (nil, empty containerPath) do not. Permissions are a ceiling, not
+// only a default: the caller refuses a config whose permissions are not
+// Within the group's (or a claim's not Within its class's) before it merges. Nil configs are skipped. The
 // result shares no memory with the inputs and carries apiVersion and kind.
 func MergeDeviceConfigs(cfgs ...*DeviceConfig) *DeviceConfig {
 	out := &DeviceConfig{TypeMeta: metav1.TypeMeta{APIVersion: APIVersion, Kind: DeviceConfigKind}}

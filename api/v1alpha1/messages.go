@@ -81,6 +81,15 @@ const (
 	MsgNotDevItself = "must name a node below /dev, not /dev itself"
 	// MsgIDRange: uid or gid out of range.
 	MsgIDRange = "must be between 0 and 4294967294"
+	// MsgPermissionsAboveGroup takes the permissions asked for, the group
+	// and the group's permissions (checked at Prepare, where the group is
+	// known).
+	MsgPermissionsAboveGroup = "%q is more than group %q allows (%q): a DeviceClass or claim may narrow " +
+		"its group's permissions, never widen them; ask for a subset of %[3]q, or have the node admin change the group"
+	// MsgPermissionsAboveClass takes the permissions asked for, the group,
+	// the class's permissions and the index of the class's config entry.
+	MsgPermissionsAboveClass = "%q is more than the DeviceClass allows for group %q (%q, set by config[%d]): " +
+		"a claim may narrow its class's permissions, never widen them"
 	// MsgFileMode follows the value in octal: "04755: only permission ...".
 	MsgFileMode = "only permission bits are allowed (at most 0777; no setuid, setgid or sticky bit)"
 
