@@ -79,6 +79,11 @@ const (
 
 	// MsgNotDevItself: containerPath "/dev" or "/dev/".
 	MsgNotDevItself = "must name a node below /dev, not /dev itself"
+	// MsgReservedContainerPath takes the reserved path that containerPath
+	// is or lies below.
+	MsgReservedContainerPath = "must not be %[1]s or below it: every container needs %[1]s " +
+		"(the container runtime or the kubelet provides it) and a device node there would replace it; " +
+		"choose another path under /dev/"
 	// MsgIDRange: uid or gid out of range.
 	MsgIDRange = "must be between 0 and 4294967294"
 	// MsgPermissionsAboveGroup takes the permissions asked for, the group

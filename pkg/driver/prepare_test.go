@@ -390,6 +390,12 @@ func TestPlanClaimErrors(t *testing.T) {
 			want:    []string{`claim default/foo: request "disk": config[1]: containerPath: Invalid value: "/dev/../etc/shadow"`},
 		},
 		{
+			name:    "containerPath shadows what the container needs",
+			results: one,
+			configs: cfg(ptParams(`"containerPath":"/dev/null"`)),
+			want:    []string{`claim default/foo: request "disk": config[1]: containerPath: Invalid value: "/dev/null": must not be /dev/null or below it`},
+		},
+		{
 			name:    "containerPath on a bundle",
 			results: ptResults(ptResult("all", "mp-all")),
 			configs: cfg(ptParams(`"containerPath":"/dev/data"`)),
