@@ -1,10 +1,12 @@
 package deploy_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -318,6 +320,12 @@ func TestDeviceConfigPolicyMatchesDriver(t *testing.T) {
 		{name: "gid (uid_t)-1", params: withFields(`"gid":4294967295`)},
 		{name: "fileMode setuid", params: withFields(`"fileMode":2541`)},
 		{name: "fileMode 01000", params: withFields(`"fileMode":512`)},
+		{name: "containerPath /dev/null", params: withFields(`"containerPath":"/dev/null"`)},
+		{name: "containerPath below /dev/pts", params: withFields(`"containerPath":"/dev/pts/0"`)},
+		{name: "containerPath /dev/termination-log", params: withFields(`"containerPath":"/dev/termination-log"`)},
+		{name: "containerPath next to a reserved name", params: withFields(`"containerPath":"/dev/nullable"`)},
+		{name: "containerPath reserved and not clean", params: withFields(`"containerPath":"/dev/shm/"`)},
+		{name: "containerPath reserved with ..", params: withFields(`"containerPath":"/dev/shm/../null"`)},
 		{name: "every validation problem at once", params: withFields(`"permissions":"x","containerPath":"/tmp/../x/","uid":-5,"gid":-6,"fileMode":4095`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -333,6 +341,38 @@ func TestDeviceConfigPolicyMatchesDriver(t *testing.T) {
 				t.Errorf("params %s\n got: %q\nwant: %q", tc.params, got, want)
 			}
 		})
+	}
+}
+
+// The policy's copy of the reserved container paths is the driver's list,
+// in both renderings, and each entry (and a path below it) is refused with
+// the driver's words.
+func TestDeviceConfigPolicyReservedPaths(t *testing.T) {
+	want := v1alpha1.ReservedContainerPaths()
+	for _, m := range []*manifest{kustomize(t, "dra"), helmTemplate(t)} {
+		p := policy(t, m, deviceConfigPolicy)
+		var got []string
+		for _, v := range p.Spec.Variables {
+			if v.Name == "reservedPaths" {
+				if err := json.Unmarshal([]byte(v.Expression), &got); err != nil {
+					t.Fatalf("%s: variable reservedPaths is not a list of strings: %v", m.what, err)
+				}
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: the policy's reservedPaths differ from api/v1alpha1's:\n got %q\nwant %q", m.what, got, want)
+		}
+		cp := mustCompile(t, p)
+		for _, r := range want {
+			for _, path := range []string{r, r + "/x"} {
+				params := withFields(`"containerPath":` + strconv.Quote(path))
+				wantMsg := prefixed("spec.devices.config[0].opaque.parameters: ", driverProblems(params))
+				d := cp.evaluate(t, claimRequest(claimWith(claimConfig(driverName, params))))
+				if !d.denied || d.message != wantMsg || wantMsg == "" {
+					t.Errorf("%s: containerPath %s: denied=%v %q\nwant %q", m.what, path, d.denied, d.message, wantMsg)
+				}
+			}
+		}
 	}
 }
 

@@ -80,8 +80,9 @@ func unwrapPathError(err error) error {
 // DecodeDiscoveryConfig decodes a DiscoveryConfig from YAML or JSON, applies
 // SetDefaults, validates it and puts permissions in canonical order.
 //
-//   - Empty input (or only whitespace and comments) gives
-//     DefaultDiscoveryConfig and a warning.
+//   - Empty input (or only whitespace and comments) is an error
+//     (errors.Is(err, ErrEmptyConfig)): an emptied file must never turn
+//     into the broadest default. An explicit groups: [] publishes nothing.
 //   - A document with apiVersion or kind must have both, set to
 //     power-dev-plugin.io/v1alpha1 and DiscoveryConfig, and is decoded
 //     strictly: unknown fields, duplicate fields and values of the wrong
@@ -99,7 +100,7 @@ func DecodeDiscoveryConfig(data []byte) (*DiscoveryConfig, []string, error) {
 	}
 	switch root.kind {
 	case kindNull:
-		return DefaultDiscoveryConfig(), []string{WarnEmptyConfig}, nil
+		return nil, nil, &ConfigError{Errs: []error{ErrEmptyConfig}}
 	case kindObject:
 	default:
 		return nil, nil, &ConfigError{Errs: []error{&DecodeError{Detail: fmt.Sprintf(MsgNotObject, root.describe()), Line: root.line}}}

@@ -104,23 +104,58 @@ allowInUse: ["/dev/sdb"]
 	}
 }
 
+// An empty document is refused: read as the default it would publish every
+// unused block disk of the node where the operator meant to narrow or
+// empty the configuration (review 2026-12-04, finding 9).
 func TestDecodeDiscoveryConfigEmpty(t *testing.T) {
 	for name, doc := range map[string]string{
-		"nothing":       "",
-		"whitespace":    " \n\t\n",
-		"comments only": "# config\n# more\n",
-		"document mark": "---\n",
-		"null":          "null\n",
-		"BOM only":      "\xef\xbb\xbf",
+		"nothing":                  "",
+		"whitespace":               " \n\t\n",
+		"comments only":            "# config\n# more\n",
+		"all groups commented out": header + "#groups:\n#- name: disks\n#  include: [/dev/sdb]\n",
+		"document mark":            "---\n",
+		"null":                     "null\n",
+		"BOM only":                 "\xef\xbb\xbf",
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg, warns, err := DecodeDiscoveryConfig([]byte(doc))
-			checkErr(t, err, nil)
-			checkWarnings(t, warns, WarnEmptyConfig)
-			if !reflect.DeepEqual(cfg, DefaultDiscoveryConfig()) {
-				t.Errorf("got %+v, want the default", cfg)
+			if name == "all groups commented out" {
+				// apiVersion and kind are there: a valid config with no
+				// groups, which publishes nothing.
+				checkErr(t, err, nil)
+				checkWarnings(t, warns, WarnNoGroups)
+				if len(cfg.Groups) != 0 {
+					t.Errorf("got groups %+v", cfg.Groups)
+				}
+				return
 			}
+			checkErr(t, err, []string{"the file is empty or holds only comments"})
+			for _, hint := range []string{"groups: []", "unset --config"} {
+				if !strings.Contains(err.Error(), hint) {
+					t.Errorf("%q does not say what to write (%s)", err, hint)
+				}
+			}
+			if !errors.Is(err, ErrEmptyConfig) {
+				t.Errorf("errors.Is(%v, ErrEmptyConfig) is false", err)
+			}
+			if cfg != nil {
+				t.Errorf("got a config with the error: %+v", cfg)
+			}
+			checkWarnings(t, warns)
 		})
+	}
+}
+
+// groups: [] is how a node publishes nothing.
+func TestDecodeDiscoveryConfigNoGroups(t *testing.T) {
+	cfg, warns, err := DecodeDiscoveryConfig([]byte(header + "groups: []\n"))
+	checkErr(t, err, nil)
+	checkWarnings(t, warns, WarnNoGroups)
+	if cfg == nil || len(cfg.Groups) != 0 {
+		t.Fatalf("got %+v, want a config without groups", cfg)
+	}
+	if errs := ValidateDiscoveryConfig(cfg); len(errs) > 0 {
+		t.Errorf("not valid: %v", errs)
 	}
 }
 
@@ -337,15 +372,18 @@ func TestLoadDiscoveryConfig(t *testing.T) {
 			t.Errorf("got %+v", cfg)
 		}
 	})
-	t.Run("empty file", func(t *testing.T) {
-		p := write("empty.yaml", "")
-		cfg, warns, err := LoadDiscoveryConfig(p)
-		checkErr(t, err, nil)
-		checkWarnings(t, warns, WarnEmptyConfig)
-		if !reflect.DeepEqual(cfg, DefaultDiscoveryConfig()) {
-			t.Errorf("got %+v", cfg)
-		}
-	})
+	for name, content := range map[string]string{"empty file": "", "comment-only file": "# groups removed\n"} {
+		t.Run(name, func(t *testing.T) {
+			p := write("empty.yaml", content)
+			cfg, _, err := LoadDiscoveryConfig(p)
+			if want := "config " + p + ": the file is empty or holds only comments"; err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("got %v, want prefix %s", err, want)
+			}
+			if cfg != nil {
+				t.Errorf("got a config with the error: %+v", cfg)
+			}
+		})
+	}
 	t.Run("invalid file", func(t *testing.T) {
 		p := write("bad.yaml", header+"groups:\n- name: a\n- name: b\n  include: [\"/dev/[ab\"]\n")
 		_, _, err := LoadDiscoveryConfig(p)

@@ -2,6 +2,8 @@ package v1alpha1
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -60,8 +62,10 @@ func ValidateDeviceConfig(c *DeviceConfig) field.ErrorList {
 		fp := field.NewPath("containerPath")
 		if p == "/dev" || p == "/dev/" {
 			errs = append(errs, field.Invalid(fp, p, MsgNotDevItself))
-		} else {
-			errs = append(errs, validateDevPath(fp, p)...)
+		} else if perrs := validateDevPath(fp, p); len(perrs) > 0 {
+			errs = append(errs, perrs...)
+		} else if r := reservedBy(p); r != "" {
+			errs = append(errs, field.Invalid(fp, p, fmt.Sprintf(MsgReservedContainerPath, r)))
 		}
 	}
 	for _, id := range []struct {
@@ -79,9 +83,38 @@ func ValidateDeviceConfig(c *DeviceConfig) field.ErrorList {
 	return errs
 }
 
+// reservedContainerPaths are what the container runtime or the kubelet puts
+// under /dev in every container, and what programs take for granted. The
+// runtime replaces a node at the same path, so a claim's disk at /dev/null
+// would receive every "> /dev/null". A containerPath may be neither one of
+// them nor below one. The admission policy (deploy/.../admission-
+// deviceconfig.yaml, variable reservedPaths) holds a copy; a test keeps the
+// two equal.
+var reservedContainerPaths = []string{
+	"/dev/console", "/dev/core", "/dev/fd", "/dev/full", "/dev/mqueue", "/dev/null", "/dev/ptmx",
+	"/dev/pts", "/dev/random", "/dev/shm", "/dev/stderr", "/dev/stdin", "/dev/stdout",
+	"/dev/termination-log", "/dev/tty", "/dev/urandom", "/dev/zero",
+}
+
+// ReservedContainerPaths returns the paths a containerPath may neither be
+// nor lie below, sorted.
+func ReservedContainerPaths() []string { return slices.Clone(reservedContainerPaths) }
+
+// reservedBy returns the reserved path that p is or lies below, or "".
+func reservedBy(p string) string {
+	for _, r := range reservedContainerPaths {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return r
+		}
+	}
+	return ""
+}
+
 // MergeDeviceConfigs layers configs, e.g. group defaults < class config <
 // claim config: a later config's set fields override earlier ones, its unset
-// fields (nil, empty containerPath) do not. Nil configs are skipped. The
+// fields (nil, empty containerPath) do not. Permissions are a ceiling, not
+// only a default: the caller refuses a config whose permissions are not
+// Within the group's (or a claim's not Within its class's) before it merges. Nil configs are skipped. The
 // result shares no memory with the inputs and carries apiVersion and kind.
 func MergeDeviceConfigs(cfgs ...*DeviceConfig) *DeviceConfig {
 	out := &DeviceConfig{TypeMeta: metav1.TypeMeta{APIVersion: APIVersion, Kind: DeviceConfigKind}}

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -209,5 +210,39 @@ func TestMergeDeviceConfigs(t *testing.T) {
 	}
 	if got := MergeDeviceConfigs(nil, &DeviceConfig{}); !reflect.DeepEqual(got, &DeviceConfig{TypeMeta: deviceTypeMeta}) {
 		t.Errorf("MergeDeviceConfigs(nil, empty) = %+v", got)
+	}
+}
+
+// A containerPath may not shadow what every container needs (review
+// 2026-12-04, finding 15: with /dev/null the claim's disk would receive
+// every "> /dev/null" of the container).
+func TestValidateDeviceConfigReservedContainerPaths(t *testing.T) {
+	for _, p := range []string{
+		"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/console", "/dev/ptmx",
+		"/dev/pts", "/dev/pts/0", "/dev/pts/ptmx", "/dev/shm", "/dev/shm/data", "/dev/fd", "/dev/fd/0",
+		"/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/mqueue", "/dev/mqueue/q", "/dev/core", "/dev/termination-log",
+	} {
+		errs := ValidateDeviceConfig(&DeviceConfig{ContainerPath: p})
+		reserved := p
+		for _, r := range ReservedContainerPaths() {
+			if strings.HasPrefix(p, r+"/") {
+				reserved = r
+			}
+		}
+		want := `containerPath: Invalid value: "` + p + `": must not be ` + reserved + ` or below it: every container needs ` + reserved +
+			` (the container runtime or the kubelet provides it) and a device node there would replace it; choose another path under /dev/`
+		if len(errs) != 1 || errs[0].Error() != want {
+			t.Errorf("%s:\n got %v\nwant %s", p, errs, want)
+		}
+	}
+	// Neighbours of reserved names are fine.
+	for _, p := range []string{"/dev/nullable", "/dev/tty0-data", "/dev/ptsdisk", "/dev/shmdisk", "/dev/data/null", "/dev/disk/by-id/null"} {
+		if errs := ValidateDeviceConfig(&DeviceConfig{ContainerPath: p}); len(errs) > 0 {
+			t.Errorf("%s: %v", p, errs)
+		}
+	}
+	// The list is sorted (the admission policy's copy is compared to it).
+	if l := ReservedContainerPaths(); !slices.IsSorted(l) {
+		t.Errorf("ReservedContainerPaths() is not sorted: %q", l)
 	}
 }

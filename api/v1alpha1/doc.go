@@ -22,7 +22,9 @@
 //	allowInUse: ["/dev/sdb"]          # exact paths only, not globs
 //
 // LoadDiscoveryConfig and DecodeDiscoveryConfig read it from YAML or JSON.
-// An empty file gives DefaultDiscoveryConfig. Decoding is strict: unknown
+// An empty or comment-only file is an error (ErrEmptyConfig), never the
+// default: only the absence of a file means DefaultDiscoveryConfig, and
+// groups: [] means no devices. Decoding is strict: unknown
 // fields, duplicate fields and values of the wrong type are errors that name
 // the field path. Then SetDefaults and ValidateDiscoveryConfig run. All the
 // problems of a stage are reported at once in a *ConfigError; validation

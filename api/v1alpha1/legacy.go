@@ -21,7 +21,8 @@ const (
 
 // MigrateLegacy maps the old plugin's config.json onto a DiscoveryConfig
 // with one group named "dev" (DefaultGroupName); see the package
-// documentation for the table. A nil old is an empty config.json. The
+// documentation for the table. A nil old is config.json {}
+// (an empty config.json file is refused by DecodeDiscoveryConfig). The
 // result has defaults applied and is valid. Errors name the config.json
 // keys (include-devices[1], upper-limit, ...); the error is a *ConfigError.
 // The warnings may be non-empty when err is not nil.

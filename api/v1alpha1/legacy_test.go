@@ -1,8 +1,11 @@
 package v1alpha1
 
 import (
+	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -263,5 +266,25 @@ func TestDecodeLegacyEmptyObject(t *testing.T) {
 	})
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got %+v", cfg.Groups)
+	}
+}
+
+// An empty config.json is refused like any empty configuration file: the
+// old ConfigMap emptied by mistake must not publish every unused disk.
+func TestLoadLegacyEmptyFile(t *testing.T) {
+	for name, content := range map[string]string{"empty": "", "whitespace": "\n \n"} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "config.json")
+			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, _, err := LoadDiscoveryConfig(p)
+			if !errors.Is(err, ErrEmptyConfig) || !strings.HasPrefix(err.Error(), "config "+p+": ") {
+				t.Errorf("got %v, want the empty-file error naming %s", err, p)
+			}
+			if cfg != nil {
+				t.Errorf("got a config with the error: %+v", cfg.Groups)
+			}
+		})
 	}
 }

@@ -34,6 +34,11 @@ const (
 	// MsgMissingTypeMeta: neither apiVersion/kind nor only config.json keys.
 	MsgMissingTypeMeta = "missing apiVersion/kind (expected " + APIVersion + " " + DiscoveryConfigKind +
 		", or the old plugin's config.json keys %s); not config.json keys: %s"
+	// MsgEmptyConfig: a DiscoveryConfig file with nothing in it.
+	MsgEmptyConfig = "the file is empty or holds only comments, which is refused rather than read as the " +
+		"built-in default; to publish no devices write groups: [] (with apiVersion " + APIVersion +
+		" and kind " + DiscoveryConfigKind + "); for the built-in default group \"" + DefaultGroupName +
+		"\" give no configuration file (unset --config and CONFIG_FILE)"
 	// MsgEmptyDeviceConfig: opaque parameters with nothing in them.
 	MsgEmptyDeviceConfig = "empty DeviceConfig: expected an object with apiVersion " + APIVersion +
 		" and kind " + DeviceConfigKind
@@ -74,8 +79,22 @@ const (
 
 	// MsgNotDevItself: containerPath "/dev" or "/dev/".
 	MsgNotDevItself = "must name a node below /dev, not /dev itself"
+	// MsgReservedContainerPath takes the reserved path that containerPath
+	// is or lies below.
+	MsgReservedContainerPath = "must not be %[1]s or below it: every container needs %[1]s " +
+		"(the container runtime or the kubelet provides it) and a device node there would replace it; " +
+		"choose another path under /dev/"
 	// MsgIDRange: uid or gid out of range.
 	MsgIDRange = "must be between 0 and 4294967294"
+	// MsgPermissionsAboveGroup takes the permissions asked for, the group
+	// and the group's permissions (checked at Prepare, where the group is
+	// known).
+	MsgPermissionsAboveGroup = "%q is more than group %q allows (%q): a DeviceClass or claim may narrow " +
+		"its group's permissions, never widen them; ask for a subset of %[3]q, or have the node admin change the group"
+	// MsgPermissionsAboveClass takes the permissions asked for, the group,
+	// the class's permissions and the index of the class's config entry.
+	MsgPermissionsAboveClass = "%q is more than the DeviceClass allows for group %q (%q, set by config[%d]): " +
+		"a claim may narrow its class's permissions, never widen them"
 	// MsgFileMode follows the value in octal: "04755: only permission ...".
 	MsgFileMode = "only permission bits are allowed (at most 0777; no setuid, setgid or sticky bit)"
 
@@ -89,8 +108,6 @@ const (
 
 // Warnings. They are complete sentences for a person; some take arguments.
 const (
-	WarnEmptyConfig = "the configuration is empty; using the default: group \"" + DefaultGroupName +
-		"\" with every block device that passes the safety rules, plus " + NXGzipPath
 	WarnNoGroups = "groups is empty: the driver publishes no devices"
 	// WarnCharDevices takes the group index and the pattern.
 	WarnCharDevices = "groups[%d]: include %q without types also matches character devices " +
@@ -113,6 +130,10 @@ const (
 	WarnLegacyIgnored       = "discovery-strategy and scan-interval are ignored: discovery is now event-driven " +
 		"(devices are rescanned when nodes under /dev appear or disappear), so there is no periodic rescan"
 )
+
+// ErrEmptyConfig is the problem of a DiscoveryConfig document (or file)
+// that is empty or holds only whitespace and comments.
+var ErrEmptyConfig error = &DecodeError{Detail: MsgEmptyConfig}
 
 // DecodeError is a problem found while reading a document, before any
 // validation: a syntax error, an unknown or duplicate field, a value of the

@@ -53,6 +53,19 @@ func (p Permissions) Normalize() Permissions {
 	return Permissions(b.String())
 }
 
+// Within reports whether p grants nothing beyond ceiling: every letter of p
+// is in ceiling ("r" and "rw" are within "rw"; "rm" is not). A group's
+// permissions are the ceiling of what a DeviceClass or claim config may ask
+// for, and a class's the ceiling of its claims'.
+func (p Permissions) Within(ceiling Permissions) bool {
+	for i := 0; i < len(p); i++ {
+		if strings.IndexByte(string(ceiling), p[i]) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidateDiscoveryConfig checks cfg, defaulted or not: empty optional
 // fields are accepted. A nil cfg is an empty one: valid, with no groups.
 func ValidateDiscoveryConfig(cfg *DiscoveryConfig) field.ErrorList {

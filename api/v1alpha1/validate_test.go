@@ -183,3 +183,17 @@ func TestMaxConsumersMessage(t *testing.T) {
 		t.Errorf("MsgMaxConsumersRange %q does not match MaxConsumersLimit %d", MsgMaxConsumersRange, MaxConsumersLimit)
 	}
 }
+
+func TestPermissionsWithin(t *testing.T) {
+	for _, tc := range []struct {
+		p, ceiling Permissions
+		want       bool
+	}{
+		{"r", "r", true}, {"r", "rw", true}, {"wr", "rw", true}, {"m", "rwm", true}, {"rwm", "mwr", true},
+		{"rw", "r", false}, {"rm", "rw", false}, {"w", "r", false}, {"rwm", "rw", false}, {"m", "rw", false},
+	} {
+		if got := tc.p.Within(tc.ceiling); got != tc.want {
+			t.Errorf("%q.Within(%q) = %v, want %v", tc.p, tc.ceiling, got, tc.want)
+		}
+	}
+}

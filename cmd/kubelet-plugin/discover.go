@@ -115,13 +115,11 @@ func runDiscover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // loadConfig reads the configuration file, or returns the default when path
-// is empty. Warnings are logged; errors exit with the usage code.
+// is empty (discovery.LoadConfig). Warnings are logged; errors exit with the
+// usage code.
 func loadConfig(ctx context.Context, path string) (*v1alpha1.DiscoveryConfig, error) {
 	logger := klog.FromContext(ctx)
-	if path == "" {
-		return v1alpha1.DefaultDiscoveryConfig(), nil
-	}
-	cfg, warnings, err := v1alpha1.LoadDiscoveryConfig(path)
+	cfg, warnings, err := discovery.LoadConfig(path)
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: err}
 	}

@@ -293,3 +293,55 @@ func TestDiscoverLegacyConfigPath(t *testing.T) {
 		t.Errorf("without the old file: %v\n%s", err, out)
 	}
 }
+
+// Only the absence of a configuration file means the built-in default: the
+// plugin does not start on an empty, comment-only or unreadable file (its
+// own or the old plugin's config.json), and says which file and what to
+// write.
+func TestPluginRefusesUnusableConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	empty := write("empty.yaml", "")
+	comments := write("comments.yaml", "# groups:\n# - name: disks\n")
+	oldEmpty := write("config.json", "\n")
+	for _, tc := range []struct {
+		name, config, legacy string
+		want                 []string
+	}{
+		{"empty --config", empty, "", []string{"config " + empty + ": the file is empty", "groups: []"}},
+		{"comment-only --config", comments, "", []string{"config " + comments + ": the file is empty", "groups: []"}},
+		{"missing --config", filepath.Join(dir, "nope.yaml"), "", []string{"nope.yaml: cannot read the file"}},
+		{"empty old config.json", "", oldEmpty, []string{"config " + oldEmpty + ": the file is empty"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, cmd := range [][]string{
+				{"--mode", "device-plugin", "--device-plugin-dir", t.TempDir(), "--cdi-dir", t.TempDir(), "--health-address", ""},
+				{"discover"},
+			} {
+				args := append(cmd, "--config", tc.config, "--legacy-config", tc.legacy, "--host-root", dir)
+				// Cancelled: without the refusal the plugin would stop
+				// at once instead of running.
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel()
+				var out, errOut bytes.Buffer
+				err := run(ctx, args, &out, &errOut)
+				var ee *exitError
+				if !errors.As(err, &ee) || ee.code != exitUsage {
+					t.Errorf("%s: want exit code %d, got %v", cmd[0], exitUsage, err)
+					continue
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%s: %q lacks %q", cmd[0], err, w)
+					}
+				}
+			}
+		})
+	}
+}

@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
-	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/deviceplugin"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/driver"
@@ -139,11 +138,13 @@ func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	default:
 		return &exitError{code: exitUsage, err: fmt.Errorf("--mode %q: must be dra, device-plugin or auto", f.mode)}
 	}
-	// Fail early, with exit code 2, on a bad configuration file.
+	// Fail early, with exit code 2, on a configuration file that cannot be
+	// used (missing, unreadable, empty, invalid); its warnings are logged
+	// by the watcher's first scan.
 	f.logConfigChoice(ctx)
 	path, _ := f.configPath()
-	if _, err := loadConfig(ctx, path); err != nil {
-		return err
+	if _, _, err := discovery.LoadConfig(path); err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("not starting: %w", err)}
 	}
 	if f.mode == modeDevicePlugin {
 		// A kubelet device plugin talks to the kubelet only.
@@ -180,37 +181,28 @@ func newKubeClient(f pluginFlags) (kubernetes.Interface, error) {
 
 // newWatcher builds the discovery watcher both modes consume. The file is
 // chosen again before every scan: creating or deleting the old plugin's
-// config.json switches to or from it.
+// config.json switches to or from it. A file that cannot be used at run time
+// leaves the last good configuration in force (the watcher logs that, and
+// each configuration warning when it appears).
 func newWatcher(ctx context.Context, f pluginFlags) *discovery.Watcher {
 	last, _ := f.configPath()
-	loader := func() (*v1alpha1.DiscoveryConfig, error) {
+	current := func() string {
 		path, _ := f.configPath()
 		if path != last {
 			klog.FromContext(ctx).Info("Configuration file changed", "from", last, "to", path)
 			last = path
 		}
-		return loadConfigQuiet(ctx, path)
+		return path
 	}
 	opts := []discovery.WatcherOption{
 		discovery.WithWatchHostRoot(f.hostRoot),
 		discovery.WithRescanInterval(f.rescanInterval),
-		discovery.WithConfigLoader(loader),
+		discovery.WithConfigLoader(discovery.FileConfigLoader(current)),
 	}
 	if last != "" {
 		opts = append(opts, discovery.WithConfigFile(last))
 	}
 	return discovery.NewWatcher(opts...)
-}
-
-// loadConfigQuiet loads the configuration without logging its warnings:
-// the watcher calls it before every scan, and the warnings were logged once
-// at start.
-func loadConfigQuiet(_ context.Context, path string) (*v1alpha1.DiscoveryConfig, error) {
-	if path == "" {
-		return v1alpha1.DefaultDiscoveryConfig(), nil
-	}
-	cfg, _, err := v1alpha1.LoadDiscoveryConfig(path)
-	return cfg, err
 }
 
 func runDRA(ctx context.Context, f pluginFlags, client kubernetes.Interface) error {

@@ -842,3 +842,20 @@ func TestRegisterErrorAfterKubeletConnected(t *testing.T) {
 		t.Errorf("the kubelet holds dead endpoints %v", stale)
 	}
 }
+
+// A configuration with groups: [] stops every device plugin after sending
+// it an empty list, and the manager stays ready.
+func TestInventoryWithoutGroups(t *testing.T) {
+	e := newEnv(t)
+	e.src.send(t, threeGroups())
+	dev := e.plugin(t, "power-dev-plugin/dev")
+	waitIDs(t, dev, "sdb", "sdc")
+	e.src.send(t, &discovery.Inventory{Groups: []discovery.Group{}, Excluded: []discovery.Exclusion{}})
+	if err := dev.WaitEnded(waitCtx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got := dev.Devices(); len(got) != 0 {
+		t.Errorf("dev's last list %v, want empty before the plugin stops", kubelettest.IDs(got))
+	}
+	eventually(t, 5*time.Second, "no plugins left", func() bool { return len(e.m.Status()) == 0 })
+}

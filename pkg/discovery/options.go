@@ -35,7 +35,7 @@ type settings struct {
 	rescan     time.Duration
 	debounce   time.Duration
 	configPath string
-	loader     func() (*v1alpha1.DiscoveryConfig, error)
+	loader     ConfigLoader
 	noUevents  bool
 }
 
@@ -116,10 +116,12 @@ func WithConfig(cfg *v1alpha1.DiscoveryConfig) WatcherOption {
 }
 
 // WithConfigLoader makes a Watcher call load before every scan to get the
-// current configuration. When load fails the Watcher keeps using the last
-// configuration that loaded (or the one from WithConfig) and logs the error;
-// when there is none yet, Run fails rather than guess one.
-func WithConfigLoader(load func() (*v1alpha1.DiscoveryConfig, error)) WatcherOption {
+// current configuration (FileConfigLoader in the plugin). When load fails
+// the Watcher keeps using the last configuration that loaded (or the one
+// from WithConfig) and logs the error; when there is none yet, Run fails
+// rather than guess one. Each warning is logged when it first appears, and
+// again when it comes back after a configuration without it.
+func WithConfigLoader(load ConfigLoader) WatcherOption {
 	return func(s *settings) { s.loader = load }
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,8 @@ type Watcher struct {
 	started atomic.Bool
 
 	lastLoadErr string
+	// cfgWarnings are the warnings of the configuration in force.
+	cfgWarnings []string
 }
 
 // NewWatcher makes a Watcher. See the WatcherOption functions for the
@@ -185,7 +188,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 // scan loads the configuration and discovers.
 func (w *Watcher) scan(ctx context.Context) (*Inventory, error) {
 	if w.s.loader != nil {
-		cfg, err := w.s.loader()
+		cfg, warns, err := w.s.loader()
 		switch {
 		case err != nil && w.cfg == nil:
 			// No good configuration yet: guessing one could publish
@@ -194,7 +197,7 @@ func (w *Watcher) scan(ctx context.Context) (*Inventory, error) {
 		case err != nil:
 			if msg := err.Error(); msg != w.lastLoadErr {
 				w.lastLoadErr = msg
-				klog.FromContext(ctx).Error(err, "Loading the configuration failed; keeping the last good one")
+				klog.FromContext(ctx).Error(err, "The configuration file cannot be used; the last good configuration stays in force until the file is fixed")
 			}
 		case cfg == nil:
 			// Treated like a failure: keep what we have.
@@ -207,6 +210,7 @@ func (w *Watcher) scan(ctx context.Context) (*Inventory, error) {
 				w.lastLoadErr = ""
 			}
 			w.cfg = cfg
+			w.logConfigWarnings(ctx, warns)
 		}
 	}
 	return discover(ctx, w.cfg, w.s)
@@ -304,6 +308,18 @@ func (f *fileWatch) relevant(ctx context.Context, ev fsnotify.Event) bool {
 }
 
 func (f *fileWatch) close() { _ = f.w.Close() }
+
+// logConfigWarnings logs the warnings of a configuration that the one in
+// force before did not have.
+func (w *Watcher) logConfigWarnings(ctx context.Context, warns []string) {
+	logger := klog.FromContext(ctx)
+	for _, msg := range warns {
+		if !slices.Contains(w.cfgWarnings, msg) {
+			logger.Info("Configuration warning", "config", w.s.configPath, "warning", msg)
+		}
+	}
+	w.cfgWarnings = warns
+}
 
 // logWarnings logs the warnings of inv that prev did not have.
 func logWarnings(logger klog.Logger, inv, prev *Inventory) {

@@ -37,27 +37,22 @@ func writeAtomic(t *testing.T, p string, data []byte) {
 	}
 }
 
-func jsonLoader(p string) func() (*v1alpha1.DiscoveryConfig, error) {
-	return func() (*v1alpha1.DiscoveryConfig, error) {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		cfg := &v1alpha1.DiscoveryConfig{}
-		if err := json.Unmarshal(data, cfg); err != nil {
-			return nil, err
-		}
-		v1alpha1.SetDefaults(cfg)
-		return cfg, nil
-	}
+// fileLoader is the plugin's loader (FileConfigLoader) for one file.
+func fileLoader(p string) ConfigLoader {
+	return FileConfigLoader(func() string { return p })
 }
 
 // startWatcher runs w until the test ends and checks that Run returns and
 // leaves no goroutine behind.
 func startWatcher(t *testing.T, w *Watcher) (stop func()) {
 	t.Helper()
+	return startWatcherIn(t, testContext(t), w)
+}
+
+func startWatcherIn(t *testing.T, ctx context.Context, w *Watcher) (stop func()) {
+	t.Helper()
 	ignore := goleak.IgnoreCurrent()
-	ctx, cancel := context.WithCancel(testContext(t))
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	stopped := false
@@ -131,7 +126,7 @@ func TestWatcherFixtureTree(t *testing.T) {
 	configFile(t, cfgPath, config(nil, v1alpha1.DeviceGroup{Name: "dev", Include: []string{"/dev/sd*", "/dev/fuse"}}))
 	w := NewWatcher(
 		WithWatchHostRoot(tr.Root), WithDiscoverOptions(WithStat(tr.Stat())),
-		WithConfigLoader(jsonLoader(cfgPath)), WithConfigFile(cfgPath),
+		WithConfigLoader(fileLoader(cfgPath)), WithConfigFile(cfgPath),
 		WithRescanInterval(time.Hour), WithDebounce(20*time.Millisecond),
 		withoutUevents())
 	stop := startWatcher(t, w)
@@ -215,7 +210,7 @@ func TestWatcherFirstScanError(t *testing.T) {
 	// A configuration that never loaded is no reason to guess one.
 	tr := discoverytest.NewFake(t)
 	w := NewWatcher(WithWatchHostRoot(tr.Root), WithDiscoverOptions(WithStat(tr.Stat())), withoutUevents(),
-		WithConfigLoader(jsonLoader(filepath.Join(t.TempDir(), "missing.json"))))
+		WithConfigLoader(fileLoader(filepath.Join(t.TempDir(), "missing.json"))))
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	if err := w.Run(testContext(t)); err == nil || !strings.Contains(err.Error(), "load configuration") {
 		t.Errorf("Run with a failing loader: %v", err)
@@ -250,7 +245,7 @@ func TestWatcherRealLoop(t *testing.T) {
 	requireTool(t, "losetup")
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
 	configFile(t, cfgPath, config(nil, v1alpha1.DeviceGroup{Name: "loops", Include: []string{"/dev/loop*"}}))
-	w := NewWatcher(WithWatchHostRoot("/"), WithConfigLoader(jsonLoader(cfgPath)), WithConfigFile(cfgPath),
+	w := NewWatcher(WithWatchHostRoot("/"), WithConfigLoader(fileLoader(cfgPath)), WithConfigFile(cfgPath),
 		WithRescanInterval(time.Hour), WithDebounce(50*time.Millisecond))
 	stop := startWatcher(t, w)
 	const within = 2 * time.Second

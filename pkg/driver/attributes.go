@@ -2,6 +2,8 @@ package driver
 
 import (
 	"math"
+	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	resourceapi "k8s.io/api/resource/v1"
@@ -43,10 +45,20 @@ const (
 	CapSize resourceapi.QualifiedName = "size"
 )
 
-// truncate cuts s to the API's attribute value limit without splitting a
-// UTF-8 sequence. Long serials and device-mapper UUIDs exist; a device must
-// never be rejected for one.
+// truncate makes s an attribute value the API server accepts as is: invalid
+// UTF-8 becomes U+FFFD and non-printable runes are dropped first (JSON would
+// turn each bad byte into three, and a 64-byte serial into 192, so that the
+// whole slice is rejected), then s is cut to the API's limit without
+// splitting a UTF-8 sequence. Long and odd serials and device-mapper UUIDs
+// exist; a device must never be rejected for one.
 func truncate(s string) string {
+	s = strings.ToValidUTF8(s, string(utf8.RuneError))
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsPrint(r) {
+			return r
+		}
+		return -1
+	}, s)
 	if len(s) <= resourceapi.DeviceAttributeMaxValueLength {
 		return s
 	}

@@ -156,69 +156,6 @@ func (idx *inventoryIndex) indexOverlaps(inv *discovery.Inventory) {
 	}
 }
 
-// ourConfig is one opaque config entry addressed to this driver.
-type ourConfig struct {
-	index    int // position in allocation.devices.config
-	requests []string
-	raw      []byte
-
-	decoded bool
-	cfg     *v1alpha1.DeviceConfig
-	errs    []string // problems, each "config[i]: ..."
-	blamed  bool     // errs already reported (against the first request)
-}
-
-// appliesTo reports whether the entry is for request, which may be
-// "main/sub". An entry naming the main request covers all its subrequests.
-func (c *ourConfig) appliesTo(request string) bool {
-	if len(c.requests) == 0 {
-		return true
-	}
-	main, _, _ := strings.Cut(request, "/")
-	for _, r := range c.requests {
-		if r == request || r == main {
-			return true
-		}
-	}
-	return false
-}
-
-// fieldError formats a problem with one of the entry's fields the way
-// decoding problems read: "config[1]: containerPath: Invalid value: ...".
-func (c *ourConfig) fieldError(fe *field.Error) string {
-	return fmt.Sprintf("config[%d]: %s", c.index, fe.Error())
-}
-
-// decode parses and validates the entry once.
-func (c *ourConfig) decode() {
-	if c.decoded {
-		return
-	}
-	c.decoded = true
-	prefix := fmt.Sprintf("config[%d]: ", c.index)
-	if len(c.raw) == 0 {
-		c.errs = append(c.errs, prefix+"parameters: Required value: the DeviceConfig is empty")
-		return
-	}
-	// DecodeDeviceConfig is strict and validates; each problem names
-	// its field.
-	cfg, err := v1alpha1.DecodeDeviceConfig(c.raw)
-	if err != nil {
-		var ce *v1alpha1.ConfigError
-		if errors.As(err, &ce) && len(ce.Errs) > 0 {
-			for _, e := range ce.Errs {
-				c.errs = append(c.errs, prefix+e.Error())
-			}
-		} else {
-			c.errs = append(c.errs, prefix+err.Error())
-		}
-		return
-	}
-	if len(c.errs) == 0 {
-		c.cfg = cfg
-	}
-}
-
 // planError collects a claim's problems into one error.
 type planError struct {
 	claim string
@@ -272,7 +209,7 @@ func planClaim(claim *resourceapi.ResourceClaim, nodeName string, idx *inventory
 		if c.Opaque == nil || c.Opaque.Driver != DriverName {
 			continue
 		}
-		oc := &ourConfig{index: i, requests: c.Requests, raw: c.Opaque.Parameters.Raw}
+		oc := &ourConfig{index: i, fromClass: c.Source == resourceapi.AllocationConfigSourceClass, requests: c.Requests, raw: c.Opaque.Parameters.Raw}
 		switch c.Source {
 		case resourceapi.AllocationConfigSourceClass:
 			classCfgs = append(classCfgs, oc)
@@ -290,6 +227,8 @@ func planClaim(claim *resourceapi.ResourceClaim, nodeName string, idx *inventory
 		cfg *v1alpha1.DeviceConfig
 		// pathFrom is the entry that set ContainerPath.
 		pathFrom *ourConfig
+		// entries are the valid entries that apply, class ones first.
+		entries []*ourConfig
 	}
 	reqCfgs := map[string]*requestConfig{}
 	for _, r := range results {
@@ -313,6 +252,7 @@ func planClaim(claim *resourceapi.ResourceClaim, nodeName string, idx *inventory
 				continue
 			}
 			apply = append(apply, c.cfg)
+			rc.entries = append(rc.entries, c)
 			if c.cfg.ContainerPath != "" {
 				rc.pathFrom = c
 			}
@@ -324,6 +264,7 @@ func planClaim(claim *resourceapi.ResourceClaim, nodeName string, idx *inventory
 	}
 
 	plan := &ClaimPlan{Namespace: claim.Namespace, Name: claim.Name, UID: claim.UID, Devices: []PlannedDevice{}}
+	permProblems := map[string]bool{} // reported once per claim
 	nodesPerRequest := map[string]int{}
 	bundlesPerRequest := map[string][]string{}
 	for _, r := range results {
@@ -350,9 +291,16 @@ func planClaim(claim *resourceapi.ResourceClaim, nodeName string, idx *inventory
 				fmt.Sprintf("bundle %q of group %q has %d", r.Device, g.Name, len(g.Devices)))
 		}
 		cfg := reqCfgs[r.Request].cfg
+		perms, problems := permissionsFor(reqCfgs[r.Request].entries, g)
+		for _, p := range problems {
+			if msg := fmt.Sprintf("claim %s: request %q: %s", ref, r.Request, p); !permProblems[msg] {
+				permProblems[msg] = true
+				perr.add("%s", msg)
+			}
+		}
 		pd.Nodes = make([]PlannedNode, 0, len(devs))
 		for di := range devs {
-			n := planNode(&devs[di], g, cfg)
+			n := planNode(&devs[di], perms, cfg)
 			pd.Nodes = append(pd.Nodes, n)
 			// A device-mapper device also appears under its
 			// /dev/mapper name, which is how LVM, multipath and Db2
@@ -431,23 +379,17 @@ func planClaim(claim *resourceapi.ResourceClaim, nodeName string, idx *inventory
 	return plan, nil
 }
 
-func planNode(d *discovery.Device, g *discovery.Group, cfg *v1alpha1.DeviceConfig) PlannedNode {
+func planNode(d *discovery.Device, perms v1alpha1.Permissions, cfg *v1alpha1.DeviceConfig) PlannedNode {
 	n := PlannedNode{
 		ContainerPath: d.Path,
 		HostPath:      d.Path,
 		Type:          cdiType(d.Type),
 		Major:         d.Major,
 		Minor:         d.Minor,
-		Permissions:   string(g.Permissions),
-	}
-	if n.Permissions == "" {
-		n.Permissions = string(v1alpha1.DefaultPermissions)
+		Permissions:   string(perms),
 	}
 	if cfg == nil {
 		return n
-	}
-	if cfg.Permissions != nil {
-		n.Permissions = string(*cfg.Permissions)
 	}
 	if cfg.ContainerPath != "" {
 		n.ContainerPath = cfg.ContainerPath

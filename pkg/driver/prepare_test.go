@@ -219,10 +219,10 @@ func TestPlanClaimPrecedence(t *testing.T) {
 		{
 			name: "claim overrides class even when listed first",
 			configs: []resourceapi.DeviceAllocationConfiguration{
-				ptConfig(claimSrc, ptParams(`"permissions":"rwm"`)),
-				ptConfig(class, ptParams(`"permissions":"r","uid":1000`)),
+				ptConfig(claimSrc, ptParams(`"permissions":"r"`)),
+				ptConfig(class, ptParams(`"permissions":"rw","uid":1000`)),
 			},
-			want: "/dev/loop0<-/dev/loop0 b 7:0 rwm uid=1000",
+			want: "/dev/loop0<-/dev/loop0 b 7:0 r uid=1000",
 		},
 		{
 			name: "later class entry wins field by field",
@@ -295,7 +295,7 @@ func TestPlanClaimAdminAccessAndShareID(t *testing.T) {
 func TestPlanClaimIsDeterministic(t *testing.T) {
 	mk := func() *resourceapi.ResourceClaim {
 		return ptClaim("foo", ptResults(ptResult("all", "mp-all"), ptResult("d", "loop0")),
-			ptConfig(resourceapi.AllocationConfigSourceClass, ptParams(`"permissions":"rw"`)))
+			ptConfig(resourceapi.AllocationConfigSourceClass, ptParams(`"uid":1000`)))
 	}
 	a, _ := json.Marshal(mustPlan(t, mk(), ptInventory()))
 	b, _ := json.Marshal(mustPlan(t, mk(), ptInventory()))
@@ -388,6 +388,12 @@ func TestPlanClaimErrors(t *testing.T) {
 			results: one,
 			configs: cfg(ptParams(`"containerPath":"/dev/../etc/shadow"`)),
 			want:    []string{`claim default/foo: request "disk": config[1]: containerPath: Invalid value: "/dev/../etc/shadow"`},
+		},
+		{
+			name:    "containerPath shadows what the container needs",
+			results: one,
+			configs: cfg(ptParams(`"containerPath":"/dev/null"`)),
+			want:    []string{`claim default/foo: request "disk": config[1]: containerPath: Invalid value: "/dev/null": must not be /dev/null or below it`},
 		},
 		{
 			name:    "containerPath on a bundle",

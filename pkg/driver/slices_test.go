@@ -611,3 +611,18 @@ func BenchmarkValidateResources1000(b *testing.B) {
 		}
 	}
 }
+
+// A configuration with groups: [] publishes nothing: the node's pool is one
+// empty slice, which the API server accepts, so that earlier devices are
+// withdrawn.
+func TestSliceBuildNoGroups(t *testing.T) {
+	res, err := BuildResources("n", &discovery.Inventory{Groups: []discovery.Group{}, Excluded: []discovery.Exclusion{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPublishable(t, res)
+	names, perSlice := publishedNames(t, res, "n")
+	if len(names) != 0 || len(perSlice) != 1 {
+		t.Errorf("got devices %v in slices %v, want one empty slice", names, perSlice)
+	}
+}

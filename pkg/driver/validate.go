@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -293,6 +294,11 @@ func attributeProblems(a resourceapi.DeviceAttribute) []string {
 	str := func(field, s string) {
 		if len(s) > resourceapi.DeviceAttributeMaxValueLength {
 			out = append(out, fmt.Sprintf("%s value is %d bytes, more than %d", field, len(s), resourceapi.DeviceAttributeMaxValueLength))
+		}
+		// JSON turns each bad byte into U+FFFD (3 bytes): the API server
+		// would see another, possibly too long, value.
+		if !utf8.ValidString(s) {
+			out = append(out, fmt.Sprintf("%s value %q is not valid UTF-8", field, s))
 		}
 	}
 	ver := func(field, s string) {

@@ -73,6 +73,13 @@ func TestValidateResourcesRejects(t *testing.T) {
 			want:   []string{`pool "node-1", slice 1, device "disk-0005": duplicate device name in the pool (also in slice 0)`},
 		},
 		{
+			name: "string that is not UTF-8",
+			mutate: func(res *resourceslice.DriverResources) {
+				exclusiveForTest(*res).Attributes[AttrSerial] = str(strings.Repeat("\xff", 64))
+			},
+			want: []string{`slice 1, device "disk-0128": devices[0].attributes[serial]: string value "\xff\xff`, `is not valid UTF-8`},
+		},
+		{
 			name: "65-byte string",
 			mutate: func(res *resourceslice.DriverResources) {
 				exclusiveForTest(*res).Attributes[AttrSerial] = str(strings.Repeat("s", 65))
