@@ -59,6 +59,11 @@ type BlockInfo struct {
 	ByID []string `json:"byID,omitempty"`
 	// Slaves are the kernel names this device is stacked on (dm, md).
 	Slaves []string `json:"slaves,omitempty"`
+	// FSType is the file system or signature type on the device, as blkid
+	// names it (ext4, xfs, btrfs, swap, ...), from the host's udev database
+	// or read from the device; "" when none was found or the device was not
+	// looked at.
+	FSType string `json:"fsType,omitempty"`
 }
 
 // Group is a configured group with the nodes it matched.
