@@ -91,7 +91,10 @@ func (h *hostFS) checkStacks(ctx context.Context, cfg *v1alpha1.DiscoveryConfig,
 		// Whatever was seen while udev spoke is new again without it.
 		clear(st.firstSeen)
 	}
-	toRead := readSet(cfg, set)
+	var toRead map[string]bool
+	if !udev.usable {
+		toRead = readSet(cfg, set)
+	}
 	seenIDs := make(map[devID]bool)
 	seenKeys := make(map[sigKey]bool)
 	holds := make(map[string]string)

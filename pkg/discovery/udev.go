@@ -1,14 +1,16 @@
 package discovery
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // The host's udev database: /run/udev/data/b<major>:<minor> holds what udev
@@ -84,33 +86,37 @@ type udevEntry struct {
 // udevLookup reads the entry of block device major:minor. found is false
 // when there is none (udev has not processed the device).
 func (h *hostFS) udevLookup(major, minor uint32) (e udevEntry, found bool, err error) {
-	data, err := os.ReadFile(h.real(fmt.Sprintf("%s/b%d:%d", udevData, major, minor)))
-	if errors.Is(err, fs.ErrNotExist) {
-		return e, false, nil
+	p := h.real(udevData + "/b" + strconv.FormatUint(uint64(major), 10) + ":" + strconv.FormatUint(uint64(minor), 10))
+	// Most entries fit the shared buffer; a larger one is read whole.
+	data, ok := h.readRawAt(unix.AT_FDCWD, p)
+	if !ok || len(data) == len(h.buf) {
+		var err error
+		if data, err = os.ReadFile(p); errors.Is(err, fs.ErrNotExist) {
+			return e, false, nil
+		} else if err != nil {
+			return e, false, err
+		}
 	}
-	if err != nil {
-		return e, false, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		kv, ok := strings.CutPrefix(sc.Text(), "E:")
+	for len(data) > 0 {
+		var line []byte
+		line, data, _ = bytes.Cut(data, []byte{'\n'})
+		kv, ok := bytes.CutPrefix(line, []byte("E:"))
 		if !ok {
 			continue
 		}
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
+		k, v, _ := bytes.Cut(kv, []byte{'='})
+		switch string(k) {
 		case "ID_FS_TYPE":
-			e.fsType = v
+			e.fsType = string(v)
 		case "ID_FS_USAGE":
-			e.fsUsage = v
+			e.fsUsage = string(v)
 		case "DM_MULTIPATH_DEVICE_PATH":
-			e.multipath = v
+			e.multipath = string(v)
 		case "SYSTEMD_READY":
-			e.notReady = v == "0"
+			e.notReady = string(v) == "0"
 		}
 	}
-	return e, true, sc.Err()
+	return e, true, nil
 }
 
 // stackDescriptions name the storage stacks whose members have no mount and
