@@ -121,16 +121,8 @@ func (h *hostFS) checkStacks(ctx context.Context, cfg *v1alpha1.DiscoveryConfig,
 				if desc := stackOf(e.fsType, e.fsUsage); desc != "" {
 					stacks[k] = newStackHit(desc, e.fsType, "from udev")
 				}
-				switch {
-				case e.multipath == "1":
-					holds[k] = "held for multipath: udev marks it a path of a multipath map (DM_MULTIPATH_DEVICE_PATH=1), " +
-						"also before the map is set up; include the map (/dev/mapper/...) instead"
-				case e.multipath != "" && e.multipath != "0":
-					holds[k] = fmt.Sprintf("held for multipath: udev is still deciding whether it is a multipath path "+
-						"(DM_MULTIPATH_DEVICE_PATH=%s); it is published once udev says it is not", e.multipath)
-				case e.notReady:
-					holds[k] = "not ready: udev marks it not ready for use (SYSTEMD_READY=0: e.g. a multipath path, " +
-						"an md array not yet running, a device-mapper map being set up); it is published once udev marks it ready"
+				if r := e.holdReason(); r != "" {
+					holds[k] = r
 				}
 				continue
 			}

@@ -119,6 +119,22 @@ func (h *hostFS) udevLookup(major, minor uint32) (e udevEntry, found bool, err e
 	return e, true, nil
 }
 
+// holdReason says why udev's entry keeps a device back for now, or "".
+func (e udevEntry) holdReason() string {
+	switch {
+	case e.multipath == "1":
+		return "held for multipath: udev marks it a path of a multipath map (DM_MULTIPATH_DEVICE_PATH=1), " +
+			"also before the map is set up; include the map (/dev/mapper/...) instead"
+	case e.multipath != "" && e.multipath != "0":
+		return fmt.Sprintf("held for multipath: udev is still deciding whether it is a multipath path "+
+			"(DM_MULTIPATH_DEVICE_PATH=%s); it is published once udev says it is not", e.multipath)
+	case e.notReady:
+		return "not ready: udev marks it not ready for use (SYSTEMD_READY=0: e.g. a multipath path, " +
+			"an md array not yet running, a device-mapper map being set up); it is published once udev marks it ready"
+	}
+	return ""
+}
+
 // stackDescriptions name the storage stacks whose members have no mount and
 // often no holder. Types are blkid's; any other type blkid files under raid
 // or crypto usage counts too, as does every *_raid_member (firmware RAID).
