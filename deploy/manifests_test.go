@@ -280,8 +280,10 @@ func expectedMounts(kubelet string, dra, devicePlugin bool) map[string]mountSpec
 		"/host/sys":              host("/sys", corev1.HostPathDirectory, true),
 		"/host/proc/1/mountinfo": host("/proc/1/mountinfo", corev1.HostPathFile, true),
 		"/host/proc/swaps":       host("/proc/swaps", corev1.HostPathFile, true),
-		"/var/run/cdi":           host("/var/run/cdi", corev1.HostPathDirectoryOrCreate, false),
-		"/etc/power-dev-plugin":  {readOnly: true, configMap: "power-dev-plugin-config"},
+		// DirectoryOrCreate: nodes without udev must still run the plugin.
+		"/host/run/udev":        host("/run/udev", corev1.HostPathDirectoryOrCreate, true),
+		"/var/run/cdi":          host("/var/run/cdi", corev1.HostPathDirectoryOrCreate, false),
+		"/etc/power-dev-plugin": {readOnly: true, configMap: "power-dev-plugin-config"},
 	}
 	if dra {
 		m[kubelet+"/plugins_registry"] = host(kubelet+"/plugins_registry", corev1.HostPathDirectoryOrCreate, false)
@@ -500,7 +502,7 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 		}
 	}
 	// Where the binary looks is where the mounts are.
-	for _, p := range []string{"/dev", "/sys", "/proc/1/mountinfo", "/proc/swaps"} {
+	for _, p := range []string{"/dev", "/sys", "/proc/1/mountinfo", "/proc/swaps", "/run/udev"} {
 		if want[env["HOST_ROOT"].Value+p].hostPath != p {
 			errorf("HOST_ROOT%s is not the host's %s", p, p)
 		}

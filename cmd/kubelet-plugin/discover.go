@@ -252,7 +252,7 @@ func writeAdvice(w io.Writer, excluded []reportExclusion) error {
 // details lists the identifying attributes of a device in one cell.
 func details(d reportDevice) string {
 	var parts []string
-	keys := []string{"model", "vendor", "serial", "wwn", "dmName", "parent"}
+	keys := []string{"model", "vendor", "serial", "wwn", "dmName", "parent", "fsType"}
 	for _, k := range keys {
 		if v, ok := d.Attributes[k].(string); ok && v != "" {
 			parts = append(parts, k+"="+v)

@@ -16,7 +16,8 @@ import (
 const mib = 1 << 20
 
 // hostTree lays out a small host: a root disk vda with a mounted partition,
-// a free disk sdb with a serial, an unbound loop device and /dev/mem.
+// a free disk sdb with a serial and an (unmounted) xfs file system, an
+// unbound loop device and /dev/mem.
 func hostTree(t *testing.T) *discoverytest.Tree {
 	t.Helper()
 	return hostTreeWithSDB(t, discoverytest.DevNum{Major: 8, Minor: 16})
@@ -35,7 +36,8 @@ func hostTreeWithSDB(t *testing.T, sdb discoverytest.DevNum) *discoverytest.Tree
 	tr.AddBlock(discoverytest.Block{Name: "vda", Dev: discoverytest.DevNum{Major: 254, Minor: 0}, Size: 64 * mib})
 	tr.AddBlock(discoverytest.Block{Name: "vda1", Dev: discoverytest.DevNum{Major: 254, Minor: 1}, Size: 32 * mib, Parent: "vda"})
 	tr.AddBlock(discoverytest.Block{Name: "sdb", Dev: sdb, Size: 128 * mib,
-		Model: "Virtual Disk", Serial: "SER-0001", WWID: "naa.5000c500a1b2c3d4"})
+		Model: "Virtual Disk", Serial: "SER-0001", WWID: "naa.5000c500a1b2c3d4",
+		Udev: map[string]string{"ID_FS_TYPE": "xfs", "ID_FS_USAGE": "filesystem"}})
 	tr.AddBlock(discoverytest.Block{Name: "loop3", Dev: discoverytest.DevNum{Major: 7, Minor: 3}})
 	tr.CharNode("/dev/mem", 1, 1)
 	tr.Mount("/dev/vda1", discoverytest.DevNum{Major: 254, Minor: 1}, "/", "ext4")
@@ -74,7 +76,8 @@ func TestDiscoverJSON(t *testing.T) {
 	if d.Group != "dev" || d.Name != "sdb" || d.Path != "/dev/sdb" || d.Type != "block" || d.Major != 8 || d.Minor != 16 {
 		t.Errorf("device: %+v", d)
 	}
-	if d.Attributes["serial"] != "SER-0001" || d.Attributes["size"] != float64(128*mib) || d.Attributes["kind"] != "disk" {
+	if d.Attributes["serial"] != "SER-0001" || d.Attributes["size"] != float64(128*mib) || d.Attributes["kind"] != "disk" ||
+		d.Attributes["fsType"] != "xfs" {
 		t.Errorf("attributes: %v", d.Attributes)
 	}
 	reasons := map[string]string{}
@@ -103,7 +106,7 @@ func TestDiscoverTableAndYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"GROUP dev: 1 device(s)", "sdb", "/dev/sdb", "8:16", "serial=SER-0001", "LEFT OUT: 3", "in use: mounted at /"} {
+	for _, want := range []string{"GROUP dev: 1 device(s)", "sdb", "/dev/sdb", "8:16", "serial=SER-0001", "fsType=xfs", "LEFT OUT: 3", "in use: mounted at /"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table output lacks %q:\n%s", want, out)
 		}

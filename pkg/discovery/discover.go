@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"os"
 	"path"
 	"slices"
 	"sort"
@@ -35,6 +36,15 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 	if cfg == nil {
 		cfg = v1alpha1.DefaultDiscoveryConfig()
 	}
+	if s.state == nil {
+		s.state = newScanState(false)
+	}
+	if s.opener == nil {
+		root := s.root
+		s.opener = func(p string, major, minor uint32) (*os.File, error) {
+			return OpenBlockDevice(root, p, major, minor, false)
+		}
+	}
 	h := newHostFS(s.root, s.stat)
 
 	blocks, err := h.scanBlock(ctx)
@@ -46,6 +56,7 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 	h.scanAliases(blocks)
 	uses, unknown := h.inUse(ctx, blocks)
 	helds := held(blocks)
+	holds, stackWarnings := h.checkStacks(ctx, cfg, blocks, uses, &s)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -75,6 +86,7 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 	if h.warning != "" {
 		inv.Warnings = append(inv.Warnings, h.warning)
 	}
+	inv.Warnings = append(inv.Warnings, stackWarnings...)
 	var reserved []string
 	for i, g := range cfg.Groups {
 		perms := g.Permissions
@@ -113,6 +125,8 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 			reason = "in use: " + uses[k].reason
 		case helds[k] != "" && !ok:
 			reason = helds[k]
+		case holds[k] != "" && !ok:
+			reason = holds[k]
 		case d.info.SizeBytes == 0:
 			reason = emptyReason(d)
 		case d.hidden:

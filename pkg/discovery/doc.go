@@ -33,6 +33,12 @@
 //     as /etc/hostname, or an overlay "/" named "overlay"), no block device
 //     is published: each is left out as "unknown whether in use" and
 //     Inventory.Warnings says how to mount the host's files.
+//   - What a block device carries (a file system, a storage stack's
+//     signature), whether it is a multipath path and whether udev has
+//     processed it come from the host's udev database,
+//     <root>/run/udev/data/b<major>:<minor>. Without a usable database the
+//     signatures are read from the first and last MiB of the device (see
+//     WithBlockOpener), once per device number, size and diskseq.
 //
 // Symbolic links are resolved inside the root: an absolute target such as
 // /dev/accel0 means <root>/dev/accel0.
@@ -72,6 +78,19 @@
 //   - Held: a device something is stacked on (non-empty holders/: multipath
 //     paths, LVM physical volumes, md members) is published only as the top
 //     of its stack. A disk with a held partition is held too.
+//   - Storage stacks: a block device carrying the signature of LVM, md or
+//     firmware RAID, ZFS, Ceph BlueStore, LUKS, bcache, DRBD and the like
+//     is in use, with the same spread as above, even when nothing of its
+//     stack is active. A file system or swap signature is not: the device
+//     is published with its BlockInfo.FSType.
+//   - Held for multipath and not ready: a path udev marks for multipath
+//     (DM_MULTIPATH_DEVICE_PATH), even before the map exists; a device udev
+//     marks not ready (SYSTEMD_READY=0); a device udev has not processed
+//     yet. On a host without a usable udev database a Watcher holds every
+//     block device it has not seen before (all of them at its first scan)
+//     for the settle time instead; Discover alone has no history and holds
+//     none. A device that can be neither looked up nor read is left out
+//     ("unchecked"). A disk whose partition is held back is held back too.
 //   - Kernel interfaces (/dev/mem, /dev/kmem, /dev/port, /dev/kmsg,
 //     watchdogs, CPU MSR and CPUID, device-mapper and loop control,
 //     /dev/snapshot, IPMI, TPM, MTD flash (also mtdblock), uinput, consoles
@@ -99,8 +118,15 @@
 //	in use: under dm-0 (vg-root) which is mounted at /
 //	in use: partition vda1 is mounted at /boot
 //	in use: on disk sdb which is mounted at /srv
+//	in use: carries an LVM physical volume signature (LVM2_member, from udev): ...
+//	in use: partition sdc1 is a ZFS pool member (zfs_member)
 //	held by dm-1 (mpatha)
 //	partition sdb1 is held by dm-2 (vg-data)
+//	held for multipath: udev marks it a path of a multipath map ...
+//	unchecked: cannot tell whether it belongs to a storage stack ...
+//	not ready: udev has not processed it yet ...
+//	not ready: new device, published once it has been there for 5s ...
+//	partition sdd1 is held back: not ready: ...
 //	empty: size 0 (loop device with no backing file)
 //	hidden by the kernel: no device node of its own
 //	no block device node at /dev/x

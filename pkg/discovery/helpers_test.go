@@ -43,7 +43,7 @@ func testContext(t testing.TB) context.Context {
 // every inventory must keep.
 func discoverTree(t *testing.T, tr *discoverytest.Tree, cfg *v1alpha1.DiscoveryConfig) *Inventory {
 	t.Helper()
-	inv, err := Discover(testContext(t), cfg, WithHostRoot(tr.Root), WithStat(tr.Stat()))
+	inv, err := Discover(testContext(t), cfg, WithHostRoot(tr.Root), WithStat(tr.Stat()), WithBlockOpener(tr.Open))
 	if err != nil {
 		t.Fatalf("Discover: %v", err)
 	}

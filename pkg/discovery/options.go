@@ -2,10 +2,12 @@ package discovery
 
 import (
 	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/utils/clock"
 
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 )
@@ -20,6 +22,13 @@ import (
 // create device nodes because mknod(2) needs CAP_MKNOD.
 type StatFunc func(path string) (mode fs.FileMode, major, minor uint32, err error)
 
+// OpenFunc opens a host block device read-only so that discovery can look
+// for storage stack signatures on it when the host's udev database cannot
+// say. hostPath is the device's /dev path; the file must be that device
+// (major:minor). The default is OpenBlockDevice under the host root;
+// replacing it is meant for fixture trees, whose nodes lead nowhere.
+type OpenFunc func(hostPath string, major, minor uint32) (*os.File, error)
+
 // Option changes how Discover works.
 type Option func(*settings)
 
@@ -27,8 +36,14 @@ type Option func(*settings)
 type WatcherOption func(*settings)
 
 type settings struct {
-	root string
-	stat StatFunc
+	root   string
+	stat   StatFunc
+	opener OpenFunc // nil: OpenBlockDevice under root
+
+	// Kept across the scans of a Watcher; nil for Discover alone.
+	state  *scanState
+	settle time.Duration
+	clock  clock.Clock
 
 	// Watcher only.
 	cfg        *v1alpha1.DiscoveryConfig
@@ -46,6 +61,10 @@ const (
 	// DefaultDebounce is how long a Watcher collects events before it
 	// rescans.
 	DefaultDebounce = 200 * time.Millisecond
+	// DefaultSettleTime is how long a Watcher holds a new block device back
+	// on a host without a usable udev database, so that a multipath map or
+	// another stack can take it first.
+	DefaultSettleTime = 5 * time.Second
 )
 
 func defaultSettings() settings {
@@ -54,6 +73,8 @@ func defaultSettings() settings {
 		stat:     statNode,
 		rescan:   DefaultRescanInterval,
 		debounce: DefaultDebounce,
+		settle:   DefaultSettleTime,
+		clock:    clock.RealClock{},
 	}
 }
 
@@ -88,6 +109,12 @@ func WithStat(f StatFunc) Option {
 		}
 		s.stat = f
 	}
+}
+
+// WithBlockOpener replaces how block devices are opened to read their
+// signatures; nil restores the default. See OpenFunc.
+func WithBlockOpener(f OpenFunc) Option {
+	return func(s *settings) { s.opener = f }
 }
 
 // WithWatchHostRoot is WithHostRoot for a Watcher: its scans and file
@@ -150,6 +177,28 @@ func WithDebounce(d time.Duration) WatcherOption {
 	return func(s *settings) {
 		if d >= 0 {
 			s.debounce = d
+		}
+	}
+}
+
+// WithSettleTime sets how long a Watcher holds a new block device back on a
+// host without a usable udev database (default DefaultSettleTime); 0 turns
+// the hold off, a value < 0 keeps the default. With udev a device waits for
+// udev instead, however long that takes.
+func WithSettleTime(d time.Duration) WatcherOption {
+	return func(s *settings) {
+		if d >= 0 {
+			s.settle = d
+		}
+	}
+}
+
+// WithClock gives a Watcher the clock its settle times run on (a fake one in
+// tests); nil keeps the real clock.
+func WithClock(c clock.Clock) WatcherOption {
+	return func(s *settings) {
+		if c != nil {
+			s.clock = c
 		}
 	}
 }

@@ -66,6 +66,11 @@ type BlockInfo struct {
 	// through any number of layers (Parent, Slaves, their Parent and
 	// Slaves...), published or not. Sorted. See Overlaps.
 	Under []string `json:"under,omitempty"`
+	// FSType is the file system or signature type on the device, as blkid
+	// names it (ext4, xfs, btrfs, swap, ...), from the host's udev database
+	// or read from the device; "" when none was found or the device was not
+	// looked at.
+	FSType string `json:"fsType,omitempty"`
 }
 
 // Group is a configured group with the nodes it matched.

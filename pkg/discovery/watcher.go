@@ -14,6 +14,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 )
@@ -33,8 +34,10 @@ var _ Source = (*Watcher)(nil)
 //
 // Triggers are kernel uevents (netlink; when that is unavailable, e.g.
 // without permission, the Watcher logs it and goes on without), changes in
-// <root>/dev, <root>/dev/mapper and <root>/dev/disk/by-id, changes of the
-// configuration file, and a slow rescan in any case. A burst of triggers
+// <root>/dev, <root>/dev/mapper and <root>/dev/disk/by-id, new entries in
+// the host's udev database (<root>/run/udev/data), changes of the
+// configuration file, the end of a new block device's settle time (on
+// hosts without udev), and a slow rescan in any case. A burst of triggers
 // gives one scan, at most the debounce time after the first trigger. An
 // inventory is sent only when it differs from the last one sent.
 type Watcher struct {
@@ -57,6 +60,7 @@ func NewWatcher(opts ...WatcherOption) *Watcher {
 			o(&s)
 		}
 	}
+	s.state = newScanState(true)
 	cfg := s.cfg
 	if cfg == nil && s.loader == nil {
 		cfg = v1alpha1.DefaultDiscoveryConfig()
@@ -129,6 +133,30 @@ func (w *Watcher) Run(ctx context.Context) error {
 			debounceC = debounce.C
 		}
 	}
+	// A device held back as new is published when its settle time is over,
+	// without waiting for an event or the rescan.
+	var settle clock.Timer
+	var settleC <-chan time.Time
+	defer func() {
+		if settle != nil {
+			settle.Stop()
+		}
+	}()
+	armSettle := func() {
+		if settle != nil {
+			settle.Stop()
+			settle, settleC = nil, nil
+		}
+		if next := w.s.state.nextSettle; !next.IsZero() {
+			if d := next.Sub(w.s.clock.Now()); d > 0 {
+				settle = w.s.clock.NewTimer(d)
+				settleC = settle.C()
+			} else {
+				arm("settle time over")
+			}
+		}
+	}
+	armSettle()
 	var fsEvents <-chan fsnotify.Event
 	var fsErrors <-chan error
 	if files != nil {
@@ -163,6 +191,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-debounceC:
 			debounceC, debounce = nil, nil
 			why = "events"
+		case <-settleC:
+			settle, settleC = nil, nil
+			why = "settle time over"
 		case <-ticker.C:
 			why = "rescan interval"
 		}
@@ -174,6 +205,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			logger.Error(err, "Discovery failed; keeping the last inventory", "trigger", why)
 			continue
 		}
+		armSettle()
 		if reflect.DeepEqual(inv, last) {
 			logger.V(4).Info("Inventory unchanged", "trigger", why)
 			continue
@@ -235,6 +267,7 @@ func (w *Watcher) publish(inv *Inventory) {
 type fileWatch struct {
 	w         *fsnotify.Watcher
 	devDirs   []string // real paths
+	udevDir   string   // real path of the udev database
 	configDir string   // real path, "" without a config file
 	config    string   // base name of the config file
 }
@@ -250,9 +283,11 @@ func (w *Watcher) watchFiles(ctx context.Context) *fileWatch {
 	}
 	h := newHostFS(w.s.root, w.s.stat)
 	f := &fileWatch{w: fw}
-	for _, d := range []string{"/dev", "/dev/mapper", "/dev/disk", "/dev/disk/by-id"} {
+	// udev writes a device's database entry when it is done with it.
+	for _, d := range []string{"/dev", "/dev/mapper", "/dev/disk", "/dev/disk/by-id", udevData} {
 		f.devDirs = append(f.devDirs, h.real(d))
 	}
+	f.udevDir = h.real(udevData)
 	if w.s.configPath != "" {
 		f.configDir = filepath.Dir(filepath.Clean(w.s.configPath))
 		f.config = filepath.Base(w.s.configPath)
@@ -281,6 +316,10 @@ func (f *fileWatch) relevant(ctx context.Context, ev fsnotify.Event) bool {
 		return false
 	}
 	dir := filepath.Dir(ev.Name)
+	if dir == f.udevDir && !strings.HasPrefix(filepath.Base(ev.Name), "b") {
+		// Entries of other devices, and temporary files.
+		return false
+	}
 	if f.configDir != "" && dir == f.configDir {
 		// ConfigMap volumes swap a "..data" link to publish a new version.
 		base := filepath.Base(ev.Name)

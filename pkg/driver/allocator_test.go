@@ -26,6 +26,7 @@ func pathIs(p string) string { return fmt.Sprintf(`%spath == %q`, attrPrefix, p)
 func nodeInventoryForTest() *discovery.Inventory {
 	sda := diskForTest("sda", "/dev/sda", 100<<30)
 	sda.Block.Serial = "S3Z1NB0K"
+	sda.Block.FSType = "ext4"
 	sdb := diskForTest("sdb", "/dev/sdb", 500<<30)
 	sdb.Block.Serial = "WD-1234"
 	sdb1 := diskForTest("sdb1", "/dev/sdb1", 200<<30)
@@ -77,6 +78,17 @@ func TestAllocSelectWithCEL(t *testing.T) {
 			name:    "unguarded serial selector skips char devices",
 			request: exactRequestForTest("r", "", attrPrefix+`serial == "WD-1234"`),
 			want:    []string{"sdb"},
+		},
+		{name: "by file system", request: exactRequestForTest("r", "", attrPrefix+`fsType == "ext4"`), want: []string{"sda"}},
+		{
+			// fsType is "" on a blank disk and on every char device.
+			name:    "blank disks only",
+			request: exactRequestForTest("r", "", attrPrefix+`type == "block" && `+attrPrefix+`fsType == ""`, attrPrefix+`kind == "disk"`),
+			want:    []string{"sdb"},
+		},
+		{
+			name:    "unguarded fsType selector skips char devices",
+			request: exactRequestForTest("r", "", attrPrefix+`fsType == "xfs"`),
 		},
 		{
 			name:    "optional chaining instead of has()",

@@ -36,6 +36,10 @@ const (
 	AttrDMName     resourceapi.QualifiedName = "dmName"
 	AttrDMUUID     resourceapi.QualifiedName = "dmUUID"
 	AttrParent     resourceapi.QualifiedName = "parent"
+	// AttrFSType is the file system (or other signature) blkid finds on a
+	// block device: ext4, xfs, btrfs, swap...; "" for none, so a class can
+	// select blank disks with fsType == "".
+	AttrFSType resourceapi.QualifiedName = "fsType"
 	// AttrBundle is true on the one device a bundle group publishes;
 	// AttrNodes is how many device nodes that device carries.
 	AttrBundle resourceapi.QualifiedName = "bundle"
@@ -107,6 +111,7 @@ func DeviceAttributes(d *discovery.Device) map[resourceapi.QualifiedName]resourc
 		AttrDMName:     strAttr(b.DMName),
 		AttrDMUUID:     strAttr(b.DMUUID),
 		AttrParent:     strAttr(b.Parent),
+		AttrFSType:     strAttr(b.FSType),
 		AttrRotational: boolAttr(b.Rotational),
 		AttrRemovable:  boolAttr(b.Removable),
 		AttrReadOnly:   boolAttr(b.ReadOnly),

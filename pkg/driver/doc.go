@@ -12,7 +12,7 @@
 //     discovery (a DNS label unique on the node), with the attributes and
 //     capacity of attributes.go: group, path, type, major, minor and, for
 //     block devices, kind, model, vendor, serial, wwn, dmName, dmUUID,
-//     parent, rotational, removable, readOnly and the capacity size;
+//     parent, fsType, rotational, removable, readOnly and the capacity size;
 //   - a bundle group becomes a single device (Group.BundleName) that stands
 //     for all of its nodes, with attributes bundle, nodes and the summed size.
 //     A claim holds at most 32 devices (AllocationResultsMaxSize), so a

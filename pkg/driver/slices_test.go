@@ -366,6 +366,7 @@ func fullBlockDevice(n int) discovery.Device {
 	d.Block.DMName = long("mpatha-")
 	d.Block.DMUUID = long("mpath-3600")
 	d.Block.Parent = "sdq"
+	d.Block.FSType = long("fs-")
 	d.Block.Rotational, d.Block.Removable, d.Block.ReadOnly = true, true, true
 	d.Aliases = []string{"/dev/mapper/mpatha"}
 	d.Block.ByID = []string{"/dev/disk/by-id/dm-name-mpatha"}
@@ -393,6 +394,7 @@ func TestSliceBuildLongStringsAreTruncated(t *testing.T) {
 		{AttrDMUUID, d.Block.DMUUID, 64},
 		{AttrWWN, d.Block.WWN, 64},
 		{AttrVendor, d.Block.Vendor, 63},
+		{AttrFSType, d.Block.FSType, 64},
 	} {
 		a, ok := dev.Attributes[tc.attr]
 		if !ok || a.StringValue == nil {
@@ -423,7 +425,7 @@ func TestSliceBuildAttributeBudget(t *testing.T) {
 	}
 	// Every attribute attributes.go defines is set on this device.
 	for _, name := range []resourceapi.QualifiedName{AttrGroup, AttrPath, AttrType, AttrMajor, AttrMinor, AttrKind, AttrModel, AttrVendor,
-		AttrSerial, AttrWWN, AttrRotational, AttrRemovable, AttrReadOnly, AttrDMName, AttrDMUUID, AttrParent} {
+		AttrSerial, AttrWWN, AttrRotational, AttrRemovable, AttrReadOnly, AttrDMName, AttrDMUUID, AttrParent, AttrFSType} {
 		if _, ok := dev.Attributes[name]; !ok {
 			t.Errorf("attribute %s not set; the budget test no longer covers the worst case", name)
 		}

@@ -73,6 +73,13 @@ type Block struct {
 	// BackingFile fills loop/backing_file, as the kernel does for a bound
 	// loop device: the path of the file or device node behind it.
 	BackingFile string
+	// Udev are the properties of the device's udev database entry, e.g.
+	// {"ID_FS_TYPE": "ext4"} (see udev.go). NoUdev leaves the entry out,
+	// as before udev has processed the device.
+	Udev   map[string]string
+	NoUdev bool
+	// DiskSeq fills the diskseq attribute when not 0.
+	DiskSeq uint64
 }
 
 // Tree is a fake host root.
@@ -83,8 +90,12 @@ type Tree struct {
 	t    testing.TB
 	fake bool
 
-	mu    sync.Mutex
-	nodes map[string]fakeNode // real path -> node (fake mode)
+	mu         sync.Mutex
+	nodes      map[string]fakeNode // real path -> node (fake mode)
+	devs       map[string]DevNum   // kernel name -> sysfs numbers
+	sizes      map[DevNum]uint64
+	unreadable map[string]bool // host paths Open refuses
+	noUdev     bool
 
 	sysDirs map[string]string // kernel name -> sysfs host path
 	mounts  []string
@@ -116,12 +127,17 @@ func newTree(t testing.TB, dir string, fake bool) *Tree {
 		fake:    fake,
 		nodes:   make(map[string]fakeNode),
 		sysDirs: make(map[string]string),
+
+		devs:       make(map[string]DevNum),
+		sizes:      make(map[DevNum]uint64),
+		unreadable: make(map[string]bool),
 	}
 	for _, d := range []string{"/dev", "/sys/class/block", "/sys/devices/virtual/block", "/proc/1"} {
 		tr.Mkdir(d)
 	}
 	tr.writeMounts()
 	tr.writeSwaps()
+	tr.initUdev()
 	return tr
 }
 
@@ -367,7 +383,17 @@ func (tr *Tree) AddBlock(b Block) {
 		tr.relLink(sysDir+"/slaves/"+s, sd)
 		tr.relLink(sd+"/holders/"+b.Name, sysDir)
 	}
+	if b.DiskSeq != 0 {
+		attr("diskseq", fmt.Sprint(b.DiskSeq))
+	}
 	tr.relLink("/sys/class/block/"+b.Name, sysDir)
+	tr.mu.Lock()
+	tr.devs[b.Name] = b.Dev
+	tr.sizes[b.Dev] = b.Size
+	tr.mu.Unlock()
+	if !tr.noUdev && !b.NoUdev {
+		tr.UdevEntry(b.Name, b.Udev)
+	}
 
 	dev := DevPath(b.Name)
 	if !b.NoNode {
@@ -398,6 +424,11 @@ func (tr *Tree) RemoveBlock(kname string) {
 	tr.Remove("/sys/class/block/" + kname)
 	tr.Remove(sysDir)
 	delete(tr.sysDirs, kname)
+	tr.mu.Lock()
+	n := tr.devs[kname]
+	delete(tr.devs, kname)
+	tr.mu.Unlock()
+	tr.Remove(fmt.Sprintf("%s/b%d:%d", udevData, n.Major, n.Minor))
 	dev := DevPath(kname)
 	for _, dir := range []string{"/dev/mapper", "/dev/disk/by-id"} {
 		entries, _ := os.ReadDir(tr.Path(dir))
