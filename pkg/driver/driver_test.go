@@ -115,6 +115,20 @@ func startDriver(t *testing.T, client *fake.Clientset, inv *discovery.Inventory)
 
 // waitForDevices polls the (fake) API server until the node's pool has
 // exactly the given device names.
+// waitForSlices waits until the devices are published and the pool has n
+// slices: a counters-only slice is created by a call of its own.
+func (e *driverEnv) waitForSlices(t *testing.T, n int, devices ...string) []resourceapi.ResourceSlice {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stored := e.waitForDevices(t, devices...)
+		if len(stored) == n || time.Now().After(deadline) {
+			return stored
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (e *driverEnv) waitForDevices(t *testing.T, want ...string) []resourceapi.ResourceSlice {
 	t.Helper()
 	sort.Strings(want)
@@ -423,7 +437,7 @@ func TestDriverHealthEndpointWaitsForPort(t *testing.T) {
 // The overlap counters reach the API server in a slice of their own.
 func TestDriverPublishesOverlapCounters(t *testing.T) {
 	e := startDriver(t, newFakeClient(), inventoryForTest(groupForTest("disks", diskWithPartitionsForTest("sdd", 3, 2)...)))
-	stored := e.waitForDevices(t, "sdd", "sdd1", "sdd2")
+	stored := e.waitForSlices(t, 2, "sdd", "sdd1", "sdd2")
 	var sets []string
 	for _, s := range stored {
 		for _, cs := range s.Spec.SharedCounters {
@@ -451,7 +465,7 @@ func TestDriverCountersDroppedByOldAPIServer(t *testing.T) {
 	client.PrependReactor("create", "resourceslices", drop)
 	client.PrependReactor("update", "resourceslices", drop)
 	e := startDriver(t, client, inventoryForTest(groupForTest("disks", diskWithPartitionsForTest("sdd", 3, 2)...)))
-	stored := e.waitForDevices(t, "sdd", "sdd1", "sdd2")
+	stored := e.waitForSlices(t, 2, "sdd", "sdd1", "sdd2")
 	empty := 0
 	for _, s := range stored {
 		if s.Spec.Pool.ResourceSliceCount != 2 || len(s.Spec.SharedCounters) > 0 {
