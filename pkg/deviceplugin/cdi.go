@@ -2,6 +2,8 @@ package deviceplugin
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,9 +22,10 @@ import (
 //	<cdi dir>/power-dev-plugin.io-device.json
 //
 // with one CDI device per device (or bundle) it serves, named like the
-// device: power-dev-plugin.io/device=sdb. All IDs of a shared device name the
-// same CDI device. The DRA driver's per-claim specs are of class "claim",
-// so the two never define the same CDI device.
+// device: power-dev-plugin.io/device=sdb, or, for a device the runtime opens
+// by a stable host path, sdb.<hash of that path> (cdiDeviceName). All IDs of
+// a shared device name the same CDI device. The DRA driver's per-claim specs
+// are of class "claim", so the two never define the same CDI device.
 const (
 	CDIVendor = "power-dev-plugin.io"
 	CDIClass  = "device"
@@ -32,25 +35,50 @@ const (
 // CDISpecFile is the name of the spec file in the CDI directory.
 var CDISpecFile = cdi.GenerateSpecName(CDIVendor, CDIClass) + ".json"
 
-// CDIDeviceName is the fully qualified CDI name of a device or bundle.
+// CDIDeviceName is the fully qualified CDI name of a unit's CDI device
+// (Unit.CDIDevice).
 func CDIDeviceName(device string) string { return parser.QualifiedName(CDIVendor, CDIClass, device) }
 
+// cdiDeviceName names the CDI device of a single device node. The kubelet
+// keeps an allocation's CDI names with its DeviceSpecs and reuses them after
+// a reboot without calling Allocate, while the spec is rewritten from the
+// new inventory with the numbers the runtime then uses (containerd applies
+// CDI nodes over the DeviceSpecs). So a name must not come to mean another
+// device: with a stable host path the name carries a hash of it, and after
+// a renumbering sdb.<hash> is either the same device again or undefined (the
+// container does not start). Discovery names are DNS labels, so the dot
+// keeps the two forms apart.
+func cdiDeviceName(name string, n Node) string {
+	if n.HostPath == "" || n.HostPath == n.Path {
+		return name
+	}
+	sum := sha256.Sum256([]byte(n.HostPath))
+	return name + "." + hex.EncodeToString(sum[:6])
+}
+
 // BuildCDISpec is the static spec for the given sets: one CDI device per
-// distinct device, with its nodes at their host paths (and device-mapper
-// nodes at /dev/mapper/<name> too) and the group's permissions. UID, GID and mode are left to the runtime, which gives the
-// node to the container's user. Nil when there is no device (a spec
-// without devices is invalid).
-func BuildCDISpec(sets []*DeviceSet) (*cdispec.Spec, error) {
+// distinct device (Unit.CDIDevice), with its nodes at their kernel paths
+// (and device-mapper nodes at /dev/mapper/<name> too) and the group's
+// permissions. UID, GID and mode are left to the runtime, which gives the
+// node to the container's user. The host path is the kernel path: the
+// spec carries the numbers, which CDI uses as they are, and it only lstats
+// the host path for the file mode, which a by-id symlink would not give.
+// Nil when there is no device (a spec without devices is invalid).
+func BuildCDISpec(sets []*DeviceSet) (*cdispec.Spec, error) { return buildCDISpec(sets, nil) }
+
+// buildCDISpec is BuildCDISpec that also defines a device under its plain
+// name when plain has it (see cdiWriter.plain).
+func buildCDISpec(sets []*DeviceSet, plain map[string]bool) (*cdispec.Spec, error) {
 	spec := &cdispec.Spec{Kind: CDIKind}
 	done := map[string]bool{}
 	for _, s := range sets {
 		for i := range s.Units {
 			u := &s.Units[i]
-			if done[u.Device] {
+			if done[u.CDIDevice] {
 				continue
 			}
-			done[u.Device] = true
-			d := cdispec.Device{Name: u.Device}
+			done[u.CDIDevice] = true
+			d := cdispec.Device{Name: u.CDIDevice}
 			d.ContainerEdits.DeviceNodes = make([]*cdispec.DeviceNode, 0, len(u.Nodes))
 			for _, n := range u.Nodes {
 				for _, cp := range n.containerPaths() {
@@ -65,6 +93,11 @@ func BuildCDISpec(sets []*DeviceSet) (*cdispec.Spec, error) {
 				}
 			}
 			spec.Devices = append(spec.Devices, d)
+			if u.CDIDevice != u.Device && plain[u.Device] && !done[u.Device] {
+				done[u.Device] = true
+				d.Name = u.Device
+				spec.Devices = append(spec.Devices, d)
+			}
 		}
 	}
 	if len(spec.Devices) == 0 {
@@ -84,6 +117,13 @@ func BuildCDISpec(sets []*DeviceSet) (*cdispec.Spec, error) {
 type cdiWriter struct {
 	dir   string
 	cache *cdi.Cache
+	// plain are the device names the spec on disk defined when the writer
+	// was made, and that later writes still defined. A release before the
+	// stable names gave CDI devices the plain device name, and containers
+	// of pods allocated then still name it when they restart. /var/run/cdi
+	// is a tmpfs, so after a reboot, when a plain name may mean another
+	// device, it starts empty and no plain name is defined again.
+	plain map[string]bool
 }
 
 func newCDIWriter(dir string) (*cdiWriter, error) {
@@ -92,7 +132,16 @@ func newCDIWriter(dir string) (*cdiWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CDI cache for %s: %w", dir, err)
 	}
-	return &cdiWriter{dir: dir, cache: cache}, nil
+	w := &cdiWriter{dir: dir, cache: cache, plain: map[string]bool{}}
+	if b, err := os.ReadFile(w.path()); err == nil {
+		var old cdispec.Spec
+		if json.Unmarshal(b, &old) == nil && old.Kind == CDIKind {
+			for _, d := range old.Devices {
+				w.plain[d.Name] = true
+			}
+		}
+	}
+	return w, nil
 }
 
 func (w *cdiWriter) path() string { return filepath.Join(w.dir, CDISpecFile) }
@@ -101,6 +150,7 @@ func (w *cdiWriter) path() string { return filepath.Join(w.dir, CDISpecFile) }
 // exactly that already. It returns the device names the file now defines.
 func (w *cdiWriter) write(spec *cdispec.Spec) (map[string]bool, bool, error) {
 	if spec == nil {
+		clear(w.plain)
 		err := w.cache.RemoveSpec(CDISpecFile)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, false, fmt.Errorf("remove CDI spec %s: %w", w.path(), err)
@@ -110,6 +160,11 @@ func (w *cdiWriter) write(spec *cdispec.Spec) (map[string]bool, bool, error) {
 	names := make(map[string]bool, len(spec.Devices))
 	for _, d := range spec.Devices {
 		names[d.Name] = true
+	}
+	for n := range w.plain {
+		if !names[n] {
+			delete(w.plain, n)
+		}
 	}
 	// The CDI library writes a .json spec as json.Marshal of it.
 	want, err := json.Marshal(spec)

@@ -43,8 +43,14 @@ const (
 
 // Node is one device node that an ID grants.
 type Node struct {
-	// Path is the node's host path; the container gets it at the same path.
+	// Path is the node's host path as the kernel names it now; the
+	// container gets the node at this path.
 	Path string
+	// HostPath is what the runtime opens: a /dev/disk/by-id link when the
+	// device has one (discovery.Device.StableHostPath), else Path. The
+	// kubelet reuses an allocation's DeviceSpecs after a reboot without
+	// asking the plugin, and a kernel name may then be another device.
+	HostPath string
 	// MapperPaths are the device-mapper names of the node
 	// (/dev/mapper/<name>): the container gets the node there too, which is
 	// how LVM, multipath and Db2 name it (as in DRA mode).
@@ -63,8 +69,11 @@ type Unit struct {
 	// bundle), or for shared devices <name>_<k>.
 	ID string
 	// Device is the discovery name of the device or bundle behind the ID.
-	// It is also the name of the unit's CDI device.
 	Device string
+	// CDIDevice is the name of the unit's CDI device: Device, qualified
+	// by the identity of its node when it has a stable host path (see
+	// cdiDeviceName).
+	CDIDevice string
 	// Nodes are the device nodes an allocation of the ID grants: one, or
 	// every node of a bundle.
 	Nodes []Node
@@ -150,6 +159,7 @@ func EmptyDeviceSet(group string) *DeviceSet {
 
 type baseDevice struct {
 	name   string
+	cdi    string
 	nodes  []Node
 	numa   []int64
 	parent string
@@ -178,7 +188,7 @@ func buildDeviceSet(g *discovery.Group, numa NUMAFunc, held map[*discovery.Devic
 	}
 	if g.Bundle {
 		if len(served) > 0 {
-			b := baseDevice{name: g.BundleName}
+			b := baseDevice{name: g.BundleName, cdi: g.BundleName}
 			var numas [][]int64
 			parents := map[string]bool{}
 			for _, d := range served {
@@ -198,7 +208,8 @@ func buildDeviceSet(g *discovery.Group, numa NUMAFunc, held map[*discovery.Devic
 		}
 	} else {
 		for _, d := range served {
-			b := baseDevice{name: d.Name, nodes: []Node{nodeOf(d)}, parent: parentOf(d)}
+			n := nodeOf(d)
+			b := baseDevice{name: d.Name, cdi: cdiDeviceName(d.Name, n), nodes: []Node{n}, parent: parentOf(d)}
 			if numa != nil {
 				b.numa = unionNUMA(numa(d))
 			}
@@ -230,7 +241,7 @@ func buildDeviceSet(g *discovery.Group, numa NUMAFunc, held map[*discovery.Devic
 			if s.Shared {
 				id = ShareID(b.name, k)
 			}
-			s.Units = append(s.Units, Unit{ID: id, Device: b.name, Nodes: b.nodes, NUMANodes: b.numa, Parent: b.parent})
+			s.Units = append(s.Units, Unit{ID: id, Device: b.name, CDIDevice: b.cdi, Nodes: b.nodes, NUMANodes: b.numa, Parent: b.parent})
 		}
 	}
 	s.index()
@@ -292,18 +303,19 @@ func (s *DeviceSet) Devices() []string {
 func (s *DeviceSet) ListAndWatchResponse() *v1beta1.ListAndWatchResponse { return s.list }
 
 // ContainerResponse is the answer to one container's allocation request:
-// a DeviceSpec for every node the IDs grant (host path = container path, the
-// group's permissions; device-mapper nodes also at /dev/mapper/<name>), each
-// node once, and, when cdiDevice is not nil, the
-// CDI device of every distinct device for which it returns a name. An
-// unknown ID is an error that names it and the resource. The answer may be
-// shared: do not modify it.
+// a DeviceSpec for every node the IDs grant (container path = the node's
+// kernel path, host path = its stable host path, the group's permissions;
+// device-mapper nodes also at /dev/mapper/<name>), each node once, and,
+// when cdiDevice is not nil, the CDI device of every distinct device for
+// which it returns a name (it is called with Unit.CDIDevice). An unknown
+// ID is an error that names it and the resource. The answer may be shared:
+// do not modify it.
 func (s *DeviceSet) ContainerResponse(ids []string, cdiDevice func(device string) string) (*v1beta1.ContainerAllocateResponse, error) {
 	if len(ids) == 1 {
 		if u, ok := s.Unit(ids[0]); ok {
 			key := singleKey{device: u.Device}
 			if cdiDevice != nil {
-				key.cdi = cdiDevice(u.Device)
+				key.cdi = cdiDevice(u.CDIDevice)
 			}
 			if r, ok := s.single.Load(key); ok {
 				return r.(*v1beta1.ContainerAllocateResponse), nil
@@ -337,14 +349,14 @@ func (s *DeviceSet) containerResponse(ids []string, cdiDevice func(device string
 				seenPath[cp] = true
 				resp.Devices = append(resp.Devices, &v1beta1.DeviceSpec{
 					ContainerPath: cp,
-					HostPath:      n.Path,
+					HostPath:      n.HostPath,
 					Permissions:   s.Permissions,
 				})
 			}
 		}
-		if cdiDevice != nil && !seenDev[u.Device] {
-			seenDev[u.Device] = true
-			if name := cdiDevice(u.Device); name != "" {
+		if cdiDevice != nil && !seenDev[u.CDIDevice] {
+			seenDev[u.CDIDevice] = true
+			if name := cdiDevice(u.CDIDevice); name != "" {
 				resp.CdiDevices = append(resp.CdiDevices, &v1beta1.CDIDevice{Name: name})
 			}
 		}
@@ -361,7 +373,7 @@ func nodeOf(d *discovery.Device) Node {
 	if d.Type == v1alpha1.DeviceTypeBlock {
 		t = "b"
 	}
-	n := Node{Path: d.Path, Type: t, Major: d.Major, Minor: d.Minor, InUseAllowed: d.InUseAllowed}
+	n := Node{Path: d.Path, HostPath: d.StableHostPath(), Type: t, Major: d.Major, Minor: d.Minor, InUseAllowed: d.InUseAllowed}
 	for _, a := range d.Aliases {
 		if strings.HasPrefix(a, "/dev/mapper/") && a != d.Path {
 			n.MapperPaths = append(n.MapperPaths, a)

@@ -180,7 +180,9 @@ func TestContainerResponse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := specPaths(c); !equal(got, []string{"/dev/dm-1", "/dev/dm-2", "/dev/mapper/mpath1 <- /dev/dm-1", "/dev/mapper/mpath2 <- /dev/dm-2"}) {
+	if got := specPaths(c); !equal(got, []string{
+		"/dev/dm-1 <- /dev/disk/by-id/dm-name-mpath1", "/dev/dm-2 <- /dev/disk/by-id/dm-name-mpath2",
+		"/dev/mapper/mpath1 <- /dev/disk/by-id/dm-name-mpath1", "/dev/mapper/mpath2 <- /dev/disk/by-id/dm-name-mpath2"}) {
 		t.Errorf("paths %v", got)
 	}
 	if len(c.CdiDevices) != 1 || c.CdiDevices[0].Name != "power-dev-plugin.io/device=db2" {

@@ -47,12 +47,21 @@
 // (discovery.CheckNotHeld) and fails with the reason when something does.
 // Each container gets:
 //
-//   - a DeviceSpec per node (host path = container path, the group's
-//     permissions), each node once even when two share IDs of one device are
-//     asked for; a device-mapper node also at its /dev/mapper/<name>, which
-//     is how LVM, multipath and Db2 name it (the DRA driver does the same).
-//     DeviceSpecs work with every kubelet and runtime;
-//   - the same devices as CDI device names, power-dev-plugin.io/device=<name>,
+//   - a DeviceSpec per node (container path = the node's kernel path, the
+//     group's permissions), each node once even when two share IDs of one
+//     device are asked for; a device-mapper node also at its
+//     /dev/mapper/<name>, which is how LVM, multipath and Db2 name it (the
+//     DRA driver does the same). The host path is the device's most specific
+//     /dev/disk/by-id link (discovery.Device.StableHostPath), else the
+//     kernel path (loop and character devices, hosts without udev): the
+//     kubelet reuses an allocation after a reboot without calling Allocate,
+//     and the runtime resolves the link then, so a renumbered disk is found
+//     again and a vanished one fails the container rather than handing it
+//     whatever now has the old kernel name. DeviceSpecs work with every
+//     kubelet and runtime;
+//   - the same devices as CDI device names, power-dev-plugin.io/device=<name>
+//     (<name>.<hash of the by-id link> for a device that has one, so that a
+//     reused name never means another device: see cdiDeviceName),
 //     from a static spec the plugin keeps in the CDI directory
 //     (power-dev-plugin.io-device.json, one CDI device per device or bundle,
 //     rewritten on every inventory change and put back when removed). A

@@ -417,7 +417,7 @@ func (m *Manager) apply(ctx context.Context, inv *discovery.Inventory) {
 // writeCDI makes the CDI spec match sets. Run calls it on every inventory
 // and, periodically, to repair a spec that was removed or edited.
 func (m *Manager) writeCDI(sets []*DeviceSet, logChange bool) {
-	spec, err := BuildCDISpec(sets)
+	spec, err := buildCDISpec(sets, m.cdi.plain)
 	if err == nil {
 		var names map[string]bool
 		var wrote bool
@@ -443,7 +443,8 @@ func (m *Manager) writeCDI(sets []*DeviceSet, logChange bool) {
 	m.cdiFailed = true
 }
 
-// cdiName is the CDI device name for a device, when the spec defines it.
+// cdiName is the qualified name of a CDI device (Unit.CDIDevice), when the
+// spec defines it.
 func (m *Manager) cdiName(device string) string {
 	if names := m.cdiNames.Load(); names != nil && (*names)[device] {
 		return CDIDeviceName(device)

@@ -92,8 +92,9 @@ func cdiNames(c *v1beta1.ContainerAllocateResponse) []string {
 	return out
 }
 
-// Allocate grants exactly the requested IDs: DeviceSpecs with host path =
-// container path and the group's permissions, plus the CDI devices.
+// Allocate grants exactly the requested IDs: DeviceSpecs at the kernel path
+// (the host path too, for devices without a /dev/disk/by-id link) and the
+// group's permissions, plus the CDI devices.
 func TestAllocate(t *testing.T) {
 	e := newEnv(t)
 	e.src.send(t, threeGroups())
@@ -122,14 +123,17 @@ func TestAllocate(t *testing.T) {
 	}
 
 	// A bundle ID grants every node of its group, with its permissions;
-	// device-mapper nodes also under their /dev/mapper names.
+	// device-mapper nodes also under their /dev/mapper names. The runtime
+	// opens them by their /dev/disk/by-id links (dmDev has dm-name- ones).
 	db2 := e.plugin(t, "power-dev-plugin/db2")
 	resp, err = db2.Allocate(ctx, []string{"db2"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c = resp.ContainerResponses[0]
-	if got := specPaths(c); !equal(got, []string{"/dev/dm-1", "/dev/dm-2", "/dev/mapper/mpath1 <- /dev/dm-1", "/dev/mapper/mpath2 <- /dev/dm-2"}) {
+	if got := specPaths(c); !equal(got, []string{
+		"/dev/dm-1 <- /dev/disk/by-id/dm-name-mpath1", "/dev/dm-2 <- /dev/disk/by-id/dm-name-mpath2",
+		"/dev/mapper/mpath1 <- /dev/disk/by-id/dm-name-mpath1", "/dev/mapper/mpath2 <- /dev/disk/by-id/dm-name-mpath2"}) {
 		t.Errorf("bundle: %v", got)
 	}
 	for _, d := range c.Devices {
