@@ -131,20 +131,27 @@ func probeOnce(ctx context.Context, disc groupVersionDiscovery, client kubernete
 }
 
 // resolveAutoMode turns --mode=auto into dra or device-plugin and logs the
-// choice and why. The client may be nil when clientErr says why.
-func resolveAutoMode(ctx context.Context, client kubernetes.Interface, clientErr error, nodeName string) string {
-	var p modeProbe
-	if clientErr != nil || client == nil {
-		if clientErr == nil {
-			clientErr = errors.New("no client")
-		}
-		p = modeProbe{ClientErr: clientErr, NodeName: nodeName}
-	} else {
-		p = probeMode(ctx, client, nodeName, autoProbeBudget)
+// choice and why: the mode the node's state holds it to (keptMode), else
+// what the cluster supports. The client may be nil when clientErr says why.
+func resolveAutoMode(ctx context.Context, client kubernetes.Interface, clientErr error, nodeName string, st modeState) (string, error) {
+	mode, reason, err := keptMode(st)
+	if err != nil {
+		return "", err
 	}
-	mode, reason := chooseMode(p)
+	if mode == "" {
+		var p modeProbe
+		if clientErr != nil || client == nil {
+			if clientErr == nil {
+				clientErr = errors.New("no client")
+			}
+			p = modeProbe{ClientErr: clientErr, NodeName: nodeName}
+		} else {
+			p = probeMode(ctx, client, nodeName, autoProbeBudget)
+		}
+		mode, reason = chooseMode(p)
+	}
 	klog.FromContext(ctx).Info("Mode chosen", "mode", mode, "reason", reason)
-	return mode
+	return mode, nil
 }
 
 // autoProbeBudget is how long --mode=auto retries an API server that does

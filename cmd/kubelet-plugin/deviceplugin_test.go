@@ -23,7 +23,8 @@ import (
 // clearPluginEnv makes the flag defaults the built-in ones.
 func clearPluginEnv(t *testing.T) {
 	for _, e := range []string{"MODE", "NODE_NAME", "KUBECONFIG", "CONFIG_FILE", "HOST_ROOT", "CDI_DIR", "DEVICE_PLUGIN_DIR",
-		"DEVICE_PLUGIN_CDI", "LEGACY_CONFIG_FILE", "HEALTH_ADDRESS", "POD_UID", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"} {
+		"DEVICE_PLUGIN_CDI", "LEGACY_CONFIG_FILE", "HEALTH_ADDRESS", "POD_UID", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+		"KUBELET_PLUGINS_DIR", "POD_RESOURCES_SOCKET"} {
 		t.Setenv(e, "")
 	}
 }
@@ -64,7 +65,10 @@ func startPluginCmd(t *testing.T, args ...string) *pluginRun {
 	t.Cleanup(r.kubelet.Stop)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	all := append([]string{"--device-plugin-dir", r.dir, "--cdi-dir", r.cdiDir, "--health-address", r.health, "--legacy-config", ""}, args...)
+	// --mode=auto reads the DRA checkpoint and asks the kubelet's
+	// pod-resources API: never the real ones of a node running the tests.
+	all := append([]string{"--device-plugin-dir", r.dir, "--cdi-dir", r.cdiDir, "--health-address", r.health, "--legacy-config", "",
+		"--kubelet-plugins-dir", filepath.Join(base, "plugins"), "--pod-resources-socket", filepath.Join(base, "pod-resources.sock")}, args...)
 	go func() {
 		var out, errOut bytes.Buffer
 		r.done <- run(ctx, all, &out, &errOut)

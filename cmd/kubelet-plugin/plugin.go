@@ -32,8 +32,10 @@ Modes:
   device-plugin  a kubelet device plugin serving power-dev-plugin/<group> (one per
                  configured group; the default group "dev" is the old plugin's
                  power-dev-plugin/dev); needs no API server access
-  auto           (default) dra when the API server serves resource.k8s.io/v1 and this
-                 node's kubelet is 1.34 or newer, else device-plugin; logs why
+  auto           (default) the mode that holds state on this node (prepared DRA claims,
+                 or pods holding device-plugin devices); without any, dra when the API
+                 server serves resource.k8s.io/v1 and this node's kubelet is 1.34 or
+                 newer, else device-plugin; logs why
 
 Configuration: --config, except that the old plugin's config.json wins when it
 exists (--legacy-config, default /etc/power-device-plugin/config.json).
@@ -61,6 +63,9 @@ type pluginFlags struct {
 	devicePluginDir string
 	devicePluginCDI bool
 	legacyConfig    string
+
+	// Auto mode.
+	podResourcesSocket string
 }
 
 func (f *pluginFlags) register(fs *pflag.FlagSet) {
@@ -79,6 +84,7 @@ func (f *pluginFlags) register(fs *pflag.FlagSet) {
 	stringFlag(fs, &f.healthAddr, "health-address", "", "HEALTH_ADDRESS", "127.0.0.1:51515", "address of the /healthz and /readyz HTTP endpoint; empty: off")
 	stringFlag(fs, &f.devicePluginDir, "device-plugin-dir", "", "DEVICE_PLUGIN_DIR", deviceplugin.DefaultPluginDir, "device-plugin mode: the kubelet's device-plugin directory (its kubelet.sock, and the plugin's sockets)")
 	fs.BoolVar(&f.devicePluginCDI, "device-plugin-cdi", boolEnv("DEVICE_PLUGIN_CDI", true), "device-plugin mode: also name CDI devices (from a static spec in --cdi-dir) next to the DeviceSpecs; turn off for runtimes with CDI explicitly disabled (env DEVICE_PLUGIN_CDI)")
+	stringFlag(fs, &f.podResourcesSocket, "pod-resources-socket", "", "POD_RESOURCES_SOCKET", deviceplugin.DefaultPodResourcesSocket, "auto mode: the kubelet's pod-resources API, which tells whether pods hold device-plugin devices (without it: the kubelet's checkpoint in --device-plugin-dir)")
 	stringFlag(fs, &f.legacyConfig, "legacy-config", "", "LEGACY_CONFIG_FILE", defaultLegacyConfig, "the old plugin's config.json; when this file exists it is used instead of --config; empty: never")
 }
 
@@ -152,7 +158,11 @@ func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	client, err := newKubeClient(f)
 	if f.mode == modeAuto {
-		if f.mode = resolveAutoMode(ctx, client, err, f.nodeName); f.mode == modeDevicePlugin {
+		mode, autoErr := resolveAutoMode(ctx, client, err, f.nodeName, readModeState(ctx, f))
+		if autoErr != nil {
+			return &exitError{code: exitFailure, err: autoErr}
+		}
+		if f.mode = mode; f.mode == modeDevicePlugin {
 			return runDevicePlugin(ctx, f)
 		}
 	}
