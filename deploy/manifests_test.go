@@ -289,6 +289,11 @@ func expectedMounts(kubelet string, dra, devicePlugin bool) map[string]mountSpec
 		m[kubelet+"/plugins_registry"] = host(kubelet+"/plugins_registry", corev1.HostPathDirectoryOrCreate, false)
 		m[kubelet+"/plugins/power-dev-plugin.io"] = host(kubelet+"/plugins/power-dev-plugin.io", corev1.HostPathDirectoryOrCreate, false)
 	}
+	if dra && devicePlugin {
+		// auto: the kubelet's pod-resources API tells whether pods hold
+		// device-plugin devices (cmd/kubelet-plugin/autostate.go).
+		m[kubelet+"/pod-resources"] = host(kubelet+"/pod-resources", corev1.HostPathDirectory, true)
+	}
 	if devicePlugin {
 		m[kubelet+"/device-plugins"] = host(kubelet+"/device-plugins", corev1.HostPathDirectory, false)
 		// The old plugin's ConfigMap at its old path, when the namespace has it.
@@ -453,6 +458,9 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 	if devicePlugin {
 		wantEnv["DEVICE_PLUGIN_DIR"] = kubelet + "/device-plugins"
 		wantEnv["LEGACY_CONFIG_FILE"] = "/etc/power-device-plugin/config.json"
+	}
+	if dra && devicePlugin {
+		wantEnv["POD_RESOURCES_SOCKET"] = kubelet + "/pod-resources/kubelet.sock"
 	}
 	for name, e := range env {
 		if e.ValueFrom == nil && wantEnv[name] != e.Value {
