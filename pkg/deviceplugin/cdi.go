@@ -67,8 +67,8 @@ func cdiDeviceName(name string, n Node) string {
 func BuildCDISpec(sets []*DeviceSet) (*cdispec.Spec, error) { return buildCDISpec(sets, nil) }
 
 // buildCDISpec is BuildCDISpec that also defines a device under its plain
-// name when plain has it (see cdiWriter.plain).
-func buildCDISpec(sets []*DeviceSet, plain map[string]bool) (*cdispec.Spec, error) {
+// name when the spec defined that name already (see cdiWriter.defined).
+func buildCDISpec(sets []*DeviceSet, defined map[string]bool) (*cdispec.Spec, error) {
 	spec := &cdispec.Spec{Kind: CDIKind}
 	done := map[string]bool{}
 	for _, s := range sets {
@@ -93,7 +93,7 @@ func buildCDISpec(sets []*DeviceSet, plain map[string]bool) (*cdispec.Spec, erro
 				}
 			}
 			spec.Devices = append(spec.Devices, d)
-			if u.CDIDevice != u.Device && plain[u.Device] && !done[u.Device] {
+			if u.CDIDevice != u.Device && defined[u.Device] && !done[u.Device] {
 				done[u.Device] = true
 				d.Name = u.Device
 				spec.Devices = append(spec.Devices, d)
@@ -117,13 +117,14 @@ func buildCDISpec(sets []*DeviceSet, plain map[string]bool) (*cdispec.Spec, erro
 type cdiWriter struct {
 	dir   string
 	cache *cdi.Cache
-	// plain are the device names the spec on disk defined when the writer
-	// was made, and that later writes still defined. A release before the
-	// stable names gave CDI devices the plain device name, and containers
-	// of pods allocated then still name it when they restart. /var/run/cdi
-	// is a tmpfs, so after a reboot, when a plain name may mean another
-	// device, it starts empty and no plain name is defined again.
-	plain map[string]bool
+	// defined are the CDI device names the spec on disk defines: read when
+	// the writer is made, then those of each write. A plain name (sdb) stays
+	// defined while its device is there, also once the device has a stable
+	// host path: an earlier release, or this one before udev made the link,
+	// handed it out, and those pods' containers name it when they restart.
+	// /var/run/cdi is a tmpfs, so after a reboot, when a plain name may mean
+	// another device, no plain name of a device with a link comes back.
+	defined map[string]bool
 }
 
 func newCDIWriter(dir string) (*cdiWriter, error) {
@@ -132,12 +133,12 @@ func newCDIWriter(dir string) (*cdiWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CDI cache for %s: %w", dir, err)
 	}
-	w := &cdiWriter{dir: dir, cache: cache, plain: map[string]bool{}}
+	w := &cdiWriter{dir: dir, cache: cache, defined: map[string]bool{}}
 	if b, err := os.ReadFile(w.path()); err == nil {
 		var old cdispec.Spec
 		if json.Unmarshal(b, &old) == nil && old.Kind == CDIKind {
 			for _, d := range old.Devices {
-				w.plain[d.Name] = true
+				w.defined[d.Name] = true
 			}
 		}
 	}
@@ -150,21 +151,16 @@ func (w *cdiWriter) path() string { return filepath.Join(w.dir, CDISpecFile) }
 // exactly that already. It returns the device names the file now defines.
 func (w *cdiWriter) write(spec *cdispec.Spec) (map[string]bool, bool, error) {
 	if spec == nil {
-		clear(w.plain)
 		err := w.cache.RemoveSpec(CDISpecFile)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, false, fmt.Errorf("remove CDI spec %s: %w", w.path(), err)
 		}
+		w.defined = map[string]bool{}
 		return map[string]bool{}, err == nil, nil
 	}
 	names := make(map[string]bool, len(spec.Devices))
 	for _, d := range spec.Devices {
 		names[d.Name] = true
-	}
-	for n := range w.plain {
-		if !names[n] {
-			delete(w.plain, n)
-		}
 	}
 	// The CDI library writes a .json spec as json.Marshal of it.
 	want, err := json.Marshal(spec)
@@ -172,10 +168,12 @@ func (w *cdiWriter) write(spec *cdispec.Spec) (map[string]bool, bool, error) {
 		return nil, false, fmt.Errorf("encode CDI spec: %w", err)
 	}
 	if have, err := os.ReadFile(w.path()); err == nil && bytes.Equal(have, want) {
+		w.defined = names
 		return names, false, nil
 	}
 	if err := w.cache.WriteSpec(spec, CDISpecFile); err != nil {
 		return nil, false, fmt.Errorf("write CDI spec %s: %w", w.path(), err)
 	}
+	w.defined = names
 	return names, true, nil
 }

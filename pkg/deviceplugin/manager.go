@@ -417,7 +417,7 @@ func (m *Manager) apply(ctx context.Context, inv *discovery.Inventory) {
 // writeCDI makes the CDI spec match sets. Run calls it on every inventory
 // and, periodically, to repair a spec that was removed or edited.
 func (m *Manager) writeCDI(sets []*DeviceSet, logChange bool) {
-	spec, err := buildCDISpec(sets, m.cdi.plain)
+	spec, err := buildCDISpec(sets, m.cdi.defined)
 	if err == nil {
 		var names map[string]bool
 		var wrote bool

@@ -262,3 +262,35 @@ func TestCDIPlainNamesOfAnEarlierRelease(t *testing.T) {
 		t.Error("the plain name sdb is defined after a reboot")
 	}
 }
+
+// A device handed out under its plain CDI name before udev made its by-id
+// link (a new device can be published a moment before) keeps that name
+// while it stays, next to the qualified one new allocations get.
+func TestCDIPlainNameKeptWhenTheLinkAppears(t *testing.T) {
+	e := newEnv(t)
+	inv := func(links ...string) *discovery.Inventory {
+		d := blockDev("dev", "sdb", 8, 16, "")
+		d.Aliases = links
+		return &discovery.Inventory{Groups: []discovery.Group{{Name: "dev", Permissions: "rw", Sharing: exclusive(), Devices: []discovery.Device{d}}}}
+	}
+	e.src.send(t, inv())
+	waitIDs(t, e.plugin(t, "power-dev-plugin/dev"), "sdb")
+	early := allocate(t, e, "power-dev-plugin/dev", "sdb")
+	if got := specPaths(early); !equal(got, []string{"/dev/sdb"}) || !equal(cdiNames(early), []string{"power-dev-plugin.io/device=sdb"}) {
+		t.Fatalf("without a link: %v %v", got, cdiNames(early))
+	}
+	e.src.send(t, inv(wwnX))
+	var late *v1beta1.ContainerAllocateResponse
+	eventually(t, 5*time.Second, "Allocate names the by-id link", func() bool {
+		late = allocate(t, e, "power-dev-plugin/dev", "sdb")
+		return late.Devices[0].HostPath == wwnX
+	})
+	for _, c := range []*v1beta1.ContainerAllocateResponse{early, late} {
+		if devs, err := inject(t, e.cdiDir, c); err != nil || len(devs) != 1 || devs[0].Path != "/dev/sdb" || devs[0].Minor != 16 {
+			t.Errorf("%v: %+v (%v), want /dev/sdb 8:16", cdiNames(c), devs, err)
+		}
+	}
+	if n := cdiNames(late); len(n) != 1 || !strings.HasPrefix(n[0], "power-dev-plugin.io/device=sdb.") {
+		t.Errorf("a new allocation names %v, want the qualified name", n)
+	}
+}
