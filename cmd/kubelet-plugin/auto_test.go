@@ -150,13 +150,13 @@ func (n *autoNode) prepareClaims(t *testing.T, count int) {
 }
 
 // resolve runs resolveAutoMode on the node's state and returns the mode,
-// the error and what it logged.
-func (n *autoNode) resolve(t *testing.T, client kubernetes.Interface, clientErr error) (string, error, string) {
+// what it logged and the error.
+func (n *autoNode) resolve(t *testing.T, client kubernetes.Interface, clientErr error) (string, string, error) {
 	t.Helper()
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.BufferLogs(true)))
 	ctx := klog.NewContext(context.Background(), logger)
 	mode, err := resolveAutoMode(ctx, client, clientErr, "n1", readModeState(ctx, n.f))
-	return mode, err, logger.GetSink().(ktesting.Underlier).GetBuffer().String()
+	return mode, logger.GetSink().(ktesting.Underlier).GetBuffer().String(), err
 }
 
 // draCluster is a fake API server that serves resource.k8s.io/v1 to a node
@@ -196,7 +196,7 @@ func TestAutoModeKeepsDRAWhileClaimsArePrepared(t *testing.T) {
 		"no API client":      {clientErr: errors.New("not in a cluster")},
 	} {
 		t.Run(name, func(t *testing.T) {
-			mode, err, log := n.resolve(t, tc.client, tc.clientErr)
+			mode, log, err := n.resolve(t, tc.client, tc.clientErr)
 			if err != nil || mode != modeDRA {
 				t.Fatalf("mode %q (%v), want dra\n%s", mode, err, log)
 			}
@@ -208,14 +208,14 @@ func TestAutoModeKeepsDRAWhileClaimsArePrepared(t *testing.T) {
 
 	// Once the claims are unprepared the cluster decides again.
 	n.prepareClaims(t, 0)
-	if mode, err, log := n.resolve(t, noDRA, nil); err != nil || mode != modeDevicePlugin {
+	if mode, log, err := n.resolve(t, noDRA, nil); err != nil || mode != modeDevicePlugin {
 		t.Errorf("no claims left: mode %q (%v), want device-plugin\n%s", mode, err, log)
 	}
 	// A checkpoint that cannot be read may record claims.
 	if err := os.WriteFile(filepath.Join(n.f.pluginsDir, driver.DriverName, driver.CheckpointFileName), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if mode, err, log := n.resolve(t, noDRA, nil); err != nil || mode != modeDRA || !strings.Contains(log, "cannot be read") {
+	if mode, log, err := n.resolve(t, noDRA, nil); err != nil || mode != modeDRA || !strings.Contains(log, "cannot be read") {
 		t.Errorf("unreadable checkpoint: mode %q (%v), want dra\n%s", mode, err, log)
 	}
 }
@@ -226,7 +226,7 @@ func TestAutoModeKeepsDRAWhileClaimsArePrepared(t *testing.T) {
 // the kubelet's checkpoint is read.
 func TestAutoModeKeepsDevicePluginWhilePodsHoldDevices(t *testing.T) {
 	n := newAutoNode(t)
-	if mode, err, log := n.resolve(t, draCluster(), nil); err != nil || mode != modeDRA {
+	if mode, log, err := n.resolve(t, draCluster(), nil); err != nil || mode != modeDRA {
 		t.Fatalf("without allocations: mode %q (%v), want dra\n%s", mode, err, log)
 	}
 
@@ -236,7 +236,7 @@ func TestAutoModeKeepsDevicePluginWhilePodsHoldDevices(t *testing.T) {
 		`"RegisteredDevices":{"power-dev-plugin/dev":["dev_0"]}},"Checksum":1}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mode, err, log := n.resolve(t, draCluster(), nil)
+	mode, log, err := n.resolve(t, draCluster(), nil)
 	if err != nil || mode != modeDevicePlugin {
 		t.Fatalf("with the kubelet's checkpoint listing a pod: mode %q (%v), want device-plugin\n%s", mode, err, log)
 	}
@@ -247,13 +247,13 @@ func TestAutoModeKeepsDevicePluginWhilePodsHoldDevices(t *testing.T) {
 	// The pod-resources API: exact, and it wins over the checkpoint.
 	pr := kubelettest.ServePodResources(t, n.f.podResourcesSocket,
 		kubelettest.PodDevices("db", "power-dev-plugin/db2", "db2"), kubelettest.PodDevices("gpu", "example.com/gpu", "0"))
-	mode, err, log = n.resolve(t, draCluster(), nil)
+	mode, log, err = n.resolve(t, draCluster(), nil)
 	if err != nil || mode != modeDevicePlugin || !strings.Contains(log, "power-dev-plugin/db2: 1") || strings.Contains(log, "may still list") {
 		t.Errorf("with a running pod holding power-dev-plugin/db2: mode %q (%v), want device-plugin\n%s", mode, err, log)
 	}
 	// The pod ended: the checkpoint's stale entry does not hold the mode.
 	pr.SetPods(kubelettest.PodDevices("gpu", "example.com/gpu", "0"))
-	if mode, err, log := n.resolve(t, draCluster(), nil); err != nil || mode != modeDRA {
+	if mode, log, err := n.resolve(t, draCluster(), nil); err != nil || mode != modeDRA {
 		t.Errorf("no pod of ours running: mode %q (%v), want dra\n%s", mode, err, log)
 	}
 }
@@ -264,7 +264,7 @@ func TestAutoModeRefusesWhenBothModesHoldState(t *testing.T) {
 	n := newAutoNode(t)
 	n.prepareClaims(t, 1)
 	kubelettest.ServePodResources(t, n.f.podResourcesSocket, kubelettest.PodDevices("p", "power-dev-plugin/dev", "sdb"))
-	mode, err, log := n.resolve(t, draCluster(), nil)
+	mode, log, err := n.resolve(t, draCluster(), nil)
 	if err == nil || mode != "" {
 		t.Fatalf("mode %q (%v), want an error\n%s", mode, err, log)
 	}
