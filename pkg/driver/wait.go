@@ -56,6 +56,8 @@ func holdersOf(err error) ([]types.UID, bool) {
 			uids = append(uids, u...)
 		}
 		return uids, len(uids) > 0
+	case interface{ Unwrap() error }:
+		return holdersOf(e.Unwrap())
 	}
 	return nil, false
 }
