@@ -133,6 +133,7 @@ func TestRBACAllowList(t *testing.T) {
 		{"cluster", "resource.k8s.io", "resourceslices", "", "delete"},
 		{"cluster", "resource.k8s.io", "resourceclaims", "", "get"},
 		{"cluster", "", "nodes", "", "get"},
+		{"cluster", "", "pods", "", "list"},
 	}
 	scc := grant{"namespace " + namespace, "security.openshift.io", "securitycontextconstraints", "power-dev-plugin", "use"}
 	for _, m := range renderings(t) {

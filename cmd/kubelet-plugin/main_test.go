@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery/discoverytest"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/driver"
 )
 
 const mib = 1 << 20
@@ -269,6 +271,30 @@ func TestEnvFallback(t *testing.T) {
 	}
 	if f.nodeName != "from-flag" {
 		t.Errorf("flag must win over env: %q", f.nodeName)
+	}
+}
+
+func TestStaleClaimAndReleaseWaitFlags(t *testing.T) {
+	parse := func(args ...string) pluginFlags {
+		t.Helper()
+		var f pluginFlags
+		fs := newFlagSet("t")
+		f.register(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	if f := parse(); f.staleInterval != driver.DefaultStaleClaimInterval || f.releaseWait != driver.DefaultReleaseWait {
+		t.Errorf("defaults: stale-claim-interval %s, release-wait %s", f.staleInterval, f.releaseWait)
+	}
+	t.Setenv("STALE_CLAIM_INTERVAL", "30s")
+	t.Setenv("RELEASE_WAIT", "0")
+	if f := parse(); f.staleInterval != 30*time.Second || f.releaseWait != 0 {
+		t.Errorf("from env: stale-claim-interval %s, release-wait %s", f.staleInterval, f.releaseWait)
+	}
+	if f := parse("--stale-claim-interval", "0", "--release-wait", "10s"); f.staleInterval != 0 || f.releaseWait != 10*time.Second {
+		t.Errorf("flags over env: stale-claim-interval %s, release-wait %s", f.staleInterval, f.releaseWait)
 	}
 }
 

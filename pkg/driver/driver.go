@@ -19,6 +19,7 @@ import (
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	"k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
@@ -44,6 +45,12 @@ type options struct {
 	rollingUID    types.UID
 	healthAddress string
 	helperOpts    []kubeletplugin.Option
+
+	// Stale claims and device reuse (gc.go, wait.go).
+	claims        ClaimReader
+	clock         clock.Clock
+	staleInterval time.Duration
+	releaseWait   time.Duration
 }
 
 func WithKubeClient(c kubernetes.Interface) Option { return func(o *options) { o.client = c } }
@@ -81,6 +88,8 @@ type Driver struct {
 	invSignal chan struct{} // closed and replaced on every new inventory
 	published atomic.Bool
 	cancel    context.CancelCauseFunc
+	waiter    *releaseWaiter
+	collector *staleCollector
 
 	// withheld is what the last publication left out (path -> reason),
 	// so that a change is logged once.
@@ -97,6 +106,9 @@ var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
 // inventory.
 func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	d := &Driver{invSignal: make(chan struct{})}
+	d.opts.clock = clock.RealClock{}
+	d.opts.staleInterval = DefaultStaleClaimInterval
+	d.opts.releaseWait = DefaultReleaseWait
 	for _, o := range opts {
 		o(&d.opts)
 	}
@@ -131,11 +143,22 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	if err := state.Reconcile(ctx); err != nil {
 		return nil, fmt.Errorf("reconcile prepared claims with %s: %w", d.opts.cdiDir, err)
 	}
+	if d.opts.claims == nil {
+		d.opts.claims = NewClaimReader(d.opts.client, d.opts.nodeName)
+	}
+	d.waiter = &releaseWaiter{state: state, api: d.opts.claims, nodeName: d.opts.nodeName, clock: d.opts.clock, bound: d.opts.releaseWait}
+	if d.opts.staleInterval > 0 {
+		d.collector = newStaleCollector(state, d.opts.claims, d.opts.nodeName, d.opts.clock, d.opts.staleInterval)
+	}
 
 	hopts := []kubeletplugin.Option{
 		kubeletplugin.DriverName(DriverName),
 		kubeletplugin.NodeName(d.opts.nodeName),
 		kubeletplugin.KubeClient(d.opts.client),
+		// State locks each call itself (in-process and flock); the
+		// helper's serialization would also hold back the Unprepare that
+		// a waiting Prepare needs.
+		kubeletplugin.Serialize(false),
 	}
 	if d.opts.registrarDir != "" {
 		hopts = append(hopts, kubeletplugin.RegistrarDirectoryPath(d.opts.registrarDir))
@@ -177,6 +200,14 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 			return err
 		}
 		defer srv.Close()
+	}
+
+	if d.collector != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.collector.run(ctx)
+		}()
 	}
 
 	srcErr := make(chan error, 1)
@@ -290,7 +321,7 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 	if d.inventory() == nil {
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
-	return d.state.Prepare(ctx, claims), nil
+	return d.waiter.prepare(ctx, claims), nil
 }
 
 // UnprepareResourceClaims implements kubeletplugin.DRAPlugin.

@@ -69,7 +69,7 @@ type driverEnv struct {
 
 // startDriver starts the plugin with the real kubeletplugin helper serving
 // its registration and DRA gRPC sockets in temporary directories.
-func startDriver(t *testing.T, client *fake.Clientset, inv *discovery.Inventory) *driverEnv {
+func startDriver(t *testing.T, client *fake.Clientset, inv *discovery.Inventory, opts ...Option) *driverEnv {
 	t.Helper()
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
@@ -88,9 +88,9 @@ func startDriver(t *testing.T, client *fake.Clientset, inv *discovery.Inventory)
 			t.Fatal(err)
 		}
 	}
-	e.driver, err = Start(ctx,
+	e.driver, err = Start(ctx, append([]Option{
 		WithKubeClient(client), WithNodeName("node-1"),
-		WithCDIDir(e.cdiDir), WithRegistrarDir(e.regDir), WithPluginDataDir(e.dataDir))
+		WithCDIDir(e.cdiDir), WithRegistrarDir(e.regDir), WithPluginDataDir(e.dataDir)}, opts...)...)
 	if err != nil {
 		cancel()
 		t.Fatalf("Start: %v", err)

@@ -84,6 +84,9 @@ type State struct {
 
 	snapMu sync.RWMutex
 	snap   map[types.UID]*PreparedClaim
+	// snapSignal is closed and replaced at every change of snap; a Prepare
+	// waiting for a device to be released waits on it (wait.go).
+	snapSignal chan struct{}
 
 	// fault, when set by tests, is called at named points of Prepare,
 	// Unprepare and Reconcile; a test panics in it to simulate a crash.
@@ -176,6 +179,7 @@ func NewState(opts ...StateOption) (*State, error) {
 		lockPath:       filepath.Join(dataDir, lockFileName),
 		sem:            make(chan struct{}, 1),
 		snap:           map[types.UID]*PreparedClaim{},
+		snapSignal:     make(chan struct{}),
 	}, nil
 }
 
@@ -378,6 +382,8 @@ func (s *State) setSnapshot(cp *Checkpoint) {
 	}
 	s.snapMu.Lock()
 	s.snap = m
+	close(s.snapSignal)
+	s.snapSignal = make(chan struct{})
 	s.snapMu.Unlock()
 }
 
@@ -565,8 +571,8 @@ func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryI
 				if !d.Exclusive {
 					why = "that claim holds it exclusively"
 				}
-				errs = append(errs, fmt.Errorf("claim %s: device %q: device node %s is already prepared for claim %s (UID %s, device %q) and %s; it is freed when that claim is unprepared",
-					ref, d.Device, n.describe(), h.claim, h.uid, h.device, why))
+				errs = append(errs, &heldError{holder: h.uid, msg: fmt.Sprintf("claim %s: device %q: device node %s is already prepared for claim %s (UID %s, device %q) and %s; it is freed when that claim is unprepared",
+					ref, d.Device, n.describe(), h.claim, h.uid, h.device, why)})
 				break
 			}
 			// A disk and its partitions share blocks: handing one to a
@@ -580,8 +586,8 @@ func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryI
 					if h.uid == pc.UID {
 						continue
 					}
-					errs = append(errs, fmt.Errorf("claim %s: device %q: device node %s shares blocks with %s, which is prepared for claim %s (UID %s, device %q); it is freed when that claim is unprepared",
-						ref, d.Device, n.describe(), o.path, h.claim, h.uid, h.device))
+					errs = append(errs, &heldError{holder: h.uid, msg: fmt.Sprintf("claim %s: device %q: device node %s shares blocks with %s, which is prepared for claim %s (UID %s, device %q); it is freed when that claim is unprepared",
+						ref, d.Device, n.describe(), o.path, h.claim, h.uid, h.device)})
 					break overlaps
 				}
 			}
