@@ -119,7 +119,7 @@ install_driver() {
 
 uninstall_driver() {
 	kubectl delete -k "$E2E_SUITE_DIR/overlay" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
-	# scenario 13 installs the legacy overlay instead (and leaves it in place when it fails, for collect)
+	# scenario 18 installs the legacy overlay instead (and leaves it in place when it fails, for collect)
 	kubectl delete -k "$E2E_SUITE_DIR/overlay-legacy" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
 	# the device plugin's static CDI spec, which it keeps when it stops
 	rm -f /var/run/cdi/power-dev-plugin.io-device.json
