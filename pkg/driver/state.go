@@ -180,6 +180,7 @@ func NewState(opts ...StateOption) (*State, error) {
 		sem:            make(chan struct{}, 1),
 		snap:           map[types.UID]*PreparedClaim{},
 		snapSignal:     make(chan struct{}),
+		fault:          failpoint,
 	}, nil
 }
 

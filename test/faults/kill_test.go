@@ -1,0 +1,290 @@
+//go:build faults
+
+package faults
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/driver"
+)
+
+// callAsync starts the kubelet's call in the background.
+func (s *suite) callAsync(prepare bool, set []*claim) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		if prepare {
+			ch <- s.prepare(set)
+		} else {
+			ch <- s.unprepare(set)
+		}
+	}()
+	return ch
+}
+
+// afterKill is what follows a kill -9 of the plugin during a call: the call ends, the DaemonSet starts the
+// plugin again (Reconcile runs), the files must hold every claim the kubelet holds as prepared and nothing
+// else, and the kubelet's retry of the call must succeed with the same answers.
+// It returns how many claims of set the restarted plugin holds as prepared: where the kill landed.
+func (s *suite) afterKill(label string, set []*claim, prepare bool, call <-chan result) int {
+	<-call
+	s.restart("after kill -9 " + label)
+	s.verifyStarted("after kill -9 " + label + " and restart")
+	held := 0
+	if cp, _, err := driver.LoadCheckpoint(filepath.Join(s.data, driver.CheckpointFileName)); err == nil {
+		for _, c := range set {
+			if cp.Claims[c.uid] != nil {
+				held++
+			}
+		}
+	}
+	if prepare {
+		s.mustPrepare(set, "retry after kill -9 "+label)
+	} else {
+		s.mustUnprepare(set, "retry after kill -9 "+label)
+	}
+	s.verify("after the retry of the call killed " + label)
+	s.runs(1)
+	return held
+}
+
+func opName(prepare bool) string {
+	if prepare {
+		return "prepare"
+	}
+	return "unprepare"
+}
+
+// killTimed kills the plugin (release binary) with SIGKILL at a seeded random moment of a Prepare or Unprepare
+// of size claims, runs times. The moment is a fraction of the call's duration measured first, up to 1.3 of it
+// (a kill just after the answer counts too).
+func (s *suite) killTimed(size int, prepare bool, runs int) {
+	s.ensureRunning("before the kills")
+	var sets [][]*claim
+	if size == 1 {
+		sets = [][]*claim{s.newClaims("kill1x", s.pick(1, 1)), s.newClaims("kill1s", s.pick(1, 0))}
+	} else {
+		sets = [][]*claim{s.newClaims("kill100", s.pick(size, 4))}
+	}
+	// The call's duration, without a kill; a Prepare first GETs the claims from the API server (what a
+	// repeated Prepare of prepared claims mostly does), and the kills are spread over the rest and a little
+	// before and after.
+	var took, gets time.Duration
+	for _, set := range sets {
+		t0 := time.Now()
+		s.mustPrepare(set, "calibration")
+		if prepare {
+			took = max(took, time.Since(t0))
+			t0 = time.Now()
+			s.mustPrepare(set, "calibration")
+			gets = max(gets, time.Since(t0))
+		}
+		t0 = time.Now()
+		s.mustUnprepare(set, "calibration")
+		if !prepare {
+			took = max(took, time.Since(t0))
+		}
+	}
+	from, to := time.Duration(0), took*13/10
+	if size > 1 && prepare && gets < took {
+		from, to = gets*8/10, took*115/100
+	}
+	fmt.Printf("faults:   a %d-claim %s takes %s (the GETs of a repeated one %s); kills between %s and %s\n", size, opName(prepare),
+		took.Round(10*time.Microsecond), gets.Round(10*time.Microsecond), from.Round(10*time.Microsecond), to.Round(10*time.Microsecond))
+	var landed []string
+	for i := 0; i < runs; i++ {
+		set := sets[i%len(sets)]
+		if !prepare {
+			s.mustPrepare(set, "before the unprepare to kill")
+		}
+		delay := from + time.Duration(s.rng.Float64()*float64(to-from))
+		call := s.callAsync(prepare, set)
+		time.Sleep(delay)
+		s.plugin.kill()
+		label := fmt.Sprintf("%s into a %d-claim %s (run %d)", delay.Round(10*time.Microsecond), size, opName(prepare), i+1)
+		held := s.afterKill(label, set, prepare, call)
+		landed = append(landed, fmt.Sprintf("%.0f%%:%d", 100*float64(delay)/float64(took), held))
+		if prepare {
+			s.mustUnprepare(set, "after the run")
+		}
+	}
+	fmt.Printf("faults:   kill moment (share of the call's duration) : claims recorded prepared after the restart: %s\n", strings.Join(landed, " "))
+}
+
+// killFailpoints kills the plugin at the fault points of the State (Prepare after a spec file, before the
+// checkpoint; Unprepare after the checkpoint; Reconcile after rewriting spec files), which a timer cannot hit,
+// with the faultinject build of the plugin (POWER_DEV_PLUGIN_FAILPOINTS). First it checks that the release
+// binary ignores that variable.
+func (s *suite) killFailpoints() {
+	one := s.newClaims("fp1", s.pick(1, 1))
+	many := s.newClaims("fp100", s.pick(100, 4))
+
+	// The release binary has no fault points: the variable changes nothing.
+	s.plugin.stop()
+	s.plugin = s.start(startOpts{why: "release binary with the failpoint variable set",
+		env: []string{"POWER_DEV_PLUGIN_FAILPOINTS=prepare:after-spec=kill@1,unprepare:after-checkpoint=kill@1"}})
+	if err := s.waitReady(s.plugin, 30*time.Second); err != nil {
+		s.abortf("%v", err)
+	}
+	s.mustPrepare(one, "release binary with POWER_DEV_PLUGIN_FAILPOINTS")
+	s.mustUnprepare(one, "release binary with POWER_DEV_PLUGIN_FAILPOINTS")
+	if !s.plugin.alive() {
+		s.count(kError, "", "the release binary acted on POWER_DEV_PLUGIN_FAILPOINTS")
+	}
+	s.runs(1)
+
+	type run struct {
+		set     []*claim
+		prepare bool
+		point   string
+		nth     int
+	}
+	runs := []run{
+		{one, true, "prepare:after-spec", 1},
+		{many, true, "prepare:after-spec", 1 + s.rng.Intn(100)},
+		{many, true, "prepare:after-spec", 1 + s.rng.Intn(100)},
+		{one, true, "prepare:before-checkpoint", 1},
+		{many, true, "prepare:before-checkpoint", 1},
+		{one, false, "unprepare:after-checkpoint", 1},
+		{many, false, "unprepare:after-checkpoint", 1},
+	}
+	for _, r := range runs {
+		label := fmt.Sprintf("at %s=kill@%d in a %d-claim %s", r.point, r.nth, len(r.set), opName(r.prepare))
+		if !r.prepare {
+			s.mustPrepare(r.set, "before "+label)
+		}
+		s.plugin.stop()
+		s.plugin = s.start(startOpts{why: label, failpoints: fmt.Sprintf("%s=kill@%d", r.point, r.nth), exitOK: true})
+		if err := s.waitReady(s.plugin, 30*time.Second); err != nil {
+			s.abortf("%v", err)
+		}
+		call := s.callAsync(r.prepare, r.set)
+		s.expectFailpoint(label)
+		s.afterKill(label, r.set, r.prepare, call)
+		if r.prepare {
+			s.mustUnprepare(r.set, "after "+label)
+		}
+	}
+
+	// Reconcile at start rewrites the spec files of prepared claims that are gone (a reboot empties /var/run);
+	// killed right after, the next start must still have every claim.
+	set := many[:10]
+	s.mustPrepare(set, "before the reconcile kill")
+	s.plugin.stop()
+	for _, c := range set {
+		_ = os.Remove(filepath.Join(s.cdi, specName(c)))
+	}
+	s.plugin = s.start(startOpts{why: "reconcile:after-rewrite=kill@1", failpoints: "reconcile:after-rewrite=kill@1", exitOK: true})
+	s.expectFailpoint("reconcile:after-rewrite=kill@1 at start, after the spec files were removed")
+	s.restart("after kill -9 in Reconcile")
+	s.verifyStarted("after kill -9 in Reconcile at start")
+	s.mustPrepare(set, "the kubelet's Prepare after the restart")
+	s.verify("after kill -9 in Reconcile and the kubelet's Prepare")
+	s.runs(1)
+}
+
+// expectFailpoint waits for the faultinject plugin to kill itself at its failpoint.
+func (s *suite) expectFailpoint(label string) {
+	p := s.plugin
+	if !p.waitExit(20 * time.Second) {
+		s.count(kError, "", "%s: the failpoint was not reached in 20 s; killing the plugin", label)
+		p.kill()
+		return
+	}
+	if !strings.Contains(s.logOf(p), "FAILPOINT ") {
+		s.count(kError, "", "%s: the plugin ended (%s) without reaching its failpoint:\n%s", label, p.exit, indent(s.logTail(p, 8)))
+	}
+}
+
+func specName(c *claim) string { return driver.CDISpecName(c.uid) }
+
+// killAtSpecWrite kills the plugin when it creates the CDI library's temporary file of a spec (the moment
+// between creating and renaming it), in a 1-claim and 100-claim Prepare, and in Reconcile at start.
+func (s *suite) killAtSpecWrite() {
+	one := s.newClaims("open1", s.pick(1, 1))
+	many := s.newClaims("open100", s.pick(100, 4))
+	runs := []struct {
+		set []*claim
+		nth int
+	}{{one, 1}, {many, 1 + s.rng.Intn(100)}, {many, 1 + s.rng.Intn(100)}}
+	for _, r := range runs {
+		s.killOnOpenDuring(s.cdi, "spec.*.tmp", r.nth, r.set, true, fmt.Sprintf("at CDI spec write %d of a %d-claim prepare", r.nth, len(r.set)))
+		s.mustUnprepare(r.set, "after the run")
+	}
+
+	// Reconcile at start, rewriting removed spec files.
+	set := many[:10]
+	s.mustPrepare(set, "before the reconcile kill")
+	s.plugin.stop()
+	for _, c := range set {
+		_ = os.Remove(filepath.Join(s.cdi, specName(c)))
+	}
+	nth := 1 + s.rng.Intn(len(set))
+	k, err := killOnOpen(s.cdi, "spec.*.tmp", nth)
+	if err != nil {
+		s.abortf("%v", err)
+	}
+	s.plugin = s.start(startOpts{why: "Reconcile, killed at a spec write", exitOK: true})
+	select {
+	case <-k.fired:
+	case <-time.After(20 * time.Second):
+		s.count(kError, "", "Reconcile at start did not write spec file %d in 20 s", nth)
+	}
+	k.close()
+	s.plugin.kill()
+	s.restart("after kill -9 at a spec write in Reconcile")
+	s.verifyStarted(fmt.Sprintf("after kill -9 at spec write %d of Reconcile at start", nth))
+	s.mustPrepare(set, "the kubelet's Prepare after the restart")
+	s.verify("after kill -9 in Reconcile's spec writes and the kubelet's Prepare")
+	s.runs(1)
+}
+
+// killAtCheckpointWrite kills the plugin when it creates the checkpoint's temporary file, opens the checkpoint
+// to read it, or opens its lock file (the first thing a call does on disk, after the claims' GETs).
+func (s *suite) killAtCheckpointWrite() {
+	one := s.newClaims("cp1", s.pick(1, 1))
+	many := s.newClaims("cp100", s.pick(100, 4))
+	runs := []struct {
+		set     []*claim
+		prepare bool
+		pattern string
+	}{
+		{one, true, driver.CheckpointFileName + ".tmp*"},
+		{many, true, driver.CheckpointFileName + ".tmp*"},
+		{many, false, driver.CheckpointFileName + ".tmp*"},
+		{one, false, driver.CheckpointFileName + ".tmp*"},
+		{many, true, "state.lock"},
+		{one, false, driver.CheckpointFileName},
+	}
+	for _, r := range runs {
+		if !r.prepare {
+			s.mustPrepare(r.set, "before the run")
+		}
+		s.killOnOpenDuring(s.data, r.pattern, 1, r.set, r.prepare, fmt.Sprintf("at the open of %s in a %d-claim %s", r.pattern, len(r.set), opName(r.prepare)))
+		if r.prepare {
+			s.mustUnprepare(r.set, "after the run")
+		}
+	}
+}
+
+// killOnOpenDuring makes the call with an openKill armed, which must fire.
+func (s *suite) killOnOpenDuring(dir, pattern string, nth int, set []*claim, prepare bool, label string) {
+	s.ensureRunning("before " + label)
+	k, err := killOnOpen(dir, pattern, nth)
+	if err != nil {
+		s.abortf("%v", err)
+	}
+	s.plugin.expected.Store(true)
+	call := s.callAsync(prepare, set)
+	select {
+	case <-k.fired:
+	case <-time.After(kubeletTimeout):
+		s.count(kError, "", "%s: the plugin never opened %s number %d; killing it", label, pattern, nth)
+	}
+	k.close()
+	s.plugin.kill()
+	s.afterKill(label, set, prepare, call)
+}
