@@ -59,7 +59,7 @@ func remount(dir string, ro bool) error {
 //   - Prepare of the new claims must fail, saying why (the error of the file system), and leave nothing;
 //   - Unprepare of a prepared claim must succeed, or fail saying why and succeed once the fault is over;
 //   - the plugin must survive, and start again (kill -9) while the CDI directory is broken or the data
-//     directory full; a read-only data directory is not tried at start (the plugin cannot take its lock);
+//     directory full; with a read-only data directory it cannot take its lock, and must end saying so;
 //   - once the fault is over, everything prepares and unprepares, and nothing is left.
 func (s *suite) dirFault(dir, kind string) {
 	s.runs(1)
@@ -119,8 +119,19 @@ func (s *suite) dirFault(dir, kind string) {
 	}
 	s.verify(what + ", after Unprepare")
 
-	if !(dir == s.data && kind == "ro") {
-		s.plugin.kill()
+	s.plugin.kill()
+	if dir == s.data && kind == "ro" {
+		// It cannot take its lock, so it can do nothing: it must say so and end.
+		p := s.start(startOpts{why: "kill -9 and start with the " + what, exitOK: true})
+		s.plugin = p
+		if !p.waitExit(15 * time.Second) {
+			s.count(kError, "", "%s: the plugin started (still running after 15 s)", what)
+		} else if out := s.logTail(p, 3); !strings.Contains(out, want) || !strings.Contains(out, dir) {
+			s.count(kError, "", "%s: the plugin ended (%s) without saying why:\n%s", what, p.exit, indent(out))
+		} else {
+			fmt.Printf("faults:   %s at start: %s: %s\n", what, p.exit, strings.TrimSpace(s.logTail(p, 1)))
+		}
+	} else {
 		s.plugin = s.start(startOpts{why: "kill -9 and start with the " + what})
 		if err := s.waitServing(s.plugin, 30*time.Second); err == nil {
 			s.verifyStarted(what + ", after kill -9 and a start")

@@ -117,6 +117,7 @@ func (s *suite) run(name string, fn func()) {
 				s.t.Logf("panic in %s: %v", name, r)
 			}
 		}()
+		s.ensureRunning("before the fault")
 		fn()
 	}()
 	func() {
