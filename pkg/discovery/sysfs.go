@@ -34,6 +34,15 @@ type blockDev struct {
 	major, minor uint32
 	// nodeProblem is why the node cannot be published ("" when fine).
 	nodeProblem string
+
+	// Identity (identity.go): partNo is a partition's number, udev what
+	// the udev database says (nil when nothing), backing a loop device's
+	// backing file (read once: backingRead).
+	partNo          string
+	udev            *udevIDs
+	backing         string
+	backingRead     bool
+	rawID, identity string
 }
 
 // devPathOf maps a kernel name to its /dev path: sysfs writes "/" as "!".
@@ -129,7 +138,10 @@ func (h *hostFS) readBlock(kname string) *blockDev {
 	d.info.ReadOnly = sd.is1("ro")
 	d.holders = sd.links("holders")
 
-	_, isPart := sd.raw("partition")
+	partNo, isPart := sd.raw("partition")
+	if isPart {
+		d.partNo = cleanString(partNo)
+	}
 	switch {
 	case isPart:
 		d.info.Kind = KindPartition
