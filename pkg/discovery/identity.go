@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
@@ -40,9 +41,12 @@ func IdentityIsStable(id string) bool {
 }
 
 // shortIdentity makes a raw identity fit an attribute: kept as it is when it
-// is at most MaxIdentityLen bytes of printable ASCII without blanks, else a
-// readable prefix (blanks and other bytes as "_") followed by "~" and 16 hex
-// digits of the SHA-256 of the whole raw identity.
+// is at most MaxIdentityLen bytes of printable ASCII without blanks. Else
+// runs of blanks and other bytes become "_", and what does not fit is cut
+// from the middle, after the kind ("loop:..devices/b.img:inode=12", the end
+// being what tells devices apart: a file name, a serial, a partition
+// number), followed by "~" and 16 hex digits of the SHA-256 of the whole
+// raw identity.
 func shortIdentity(raw string) string {
 	plain := len(raw) <= MaxIdentityLen
 	for i := 0; plain && i < len(raw); i++ {
@@ -53,16 +57,28 @@ func shortIdentity(raw string) string {
 	}
 	const hashLen = 16
 	keep := MaxIdentityLen - 1 - hashLen
-	b := make([]byte, 0, MaxIdentityLen)
-	for i := 0; i < len(raw) && len(b) < keep; i++ {
+	clean := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c <= ' ' || c >= 0x7f {
-			if len(b) > 0 && b[len(b)-1] == '_' {
+			if len(clean) > 0 && clean[len(clean)-1] == '_' {
 				continue
 			}
 			c = '_'
 		}
-		b = append(b, c)
+		clean = append(clean, c)
+	}
+	b := make([]byte, 0, MaxIdentityLen)
+	if len(clean) <= keep {
+		b = append(b, clean...)
+	} else {
+		kind := 0
+		if i := bytes.IndexByte(clean, ':'); i >= 0 && i < keep/2 {
+			kind = i + 1
+		}
+		b = append(b, clean[:kind]...)
+		b = append(b, ".."...)
+		b = append(b, clean[len(clean)-(keep-kind-2):]...)
 	}
 	sum := sha256.Sum256([]byte(raw))
 	b = append(b, '~')

@@ -95,24 +95,24 @@ func TestDiscoverIdentity(t *testing.T) {
 			}
 		}
 
-		// Too long, or with blanks and other bytes: a readable prefix
+		// Too long, or with blanks and other bytes: the kind, the end,
 		// and a hash of the whole.
-		hashed := func(p, prefix string) string {
+		hashed := func(p, kind, tail string) string {
 			t.Helper()
 			id := ids[p]
-			if len(id) != MaxIdentityLen || !strings.HasPrefix(id, prefix) || id[MaxIdentityLen-17] != '~' {
-				t.Errorf("%s: identity %q (%d bytes), want %d bytes: %q..., \"~\" and a hash", p, id, len(id), MaxIdentityLen, prefix)
+			if len(id) != MaxIdentityLen || !strings.HasPrefix(id, kind+"..") || !strings.HasSuffix(id[:MaxIdentityLen-17], tail) || id[MaxIdentityLen-17] != '~' {
+				t.Errorf("%s: identity %q (%d bytes), want %d bytes: %q, \"..\", ...%q, \"~\" and a hash", p, id, len(id), MaxIdentityLen, kind, tail)
 			}
 			return id
 		}
-		d, e := hashed("/dev/sdd", "wwn:t10.ATA_WDC_WD10EZEX-08WN4A0_WD-WCC6"), hashed("/dev/sde", "wwn:t10.ATA_WDC_WD10EZEX-08WN4A0_WD-WCC6")
+		d, e := hashed("/dev/sdd", "wwn:", "_WD-WCC6Y4XXXXXX"), hashed("/dev/sde", "wwn:", "_WD-WCC6Y4YYYYYY")
 		if d == e {
-			t.Errorf("two disks whose WWIDs differ after the prefix have one identity %q", d)
+			t.Errorf("two disks with different WWIDs have one identity %q", d)
 		}
 		if id := ids["/dev/sdf"]; !strings.HasPrefix(id, "serial:SER_X~") || len(id) != len("serial:SER_X~")+16 {
 			t.Errorf("/dev/sdf: identity %q, want the serial's bytes outside printable ASCII as \"_\" and a hash", id)
 		}
-		hashed("/dev/dm-1", "dm-uuid:LVM-Xk2rX0c7L2dEYvAXp1G2tJ3dQ0ZfSyZ3m6c~")
+		hashed("/dev/dm-1", "dm-uuid:", "6c4aMkxW2Bq9cbn0N0S7hXKcJ2ExYcb")
 		if !IdentityIsStable(ids["/dev/sda"]) || IdentityIsStable(ids["/dev/vdc"]) || IdentityIsStable(ids["/dev/vdc2"]) || IdentityIsStable("") {
 			t.Error("IdentityIsStable: only kernel-name identities (and none) hold for one boot only")
 		}

@@ -26,9 +26,10 @@ import (
 // cannot be found by its identity gets no spec, its Prepare fails, and its
 // devices are reported unhealthy; see docs/design.md.
 
-// RestoreRetryInterval is how often the driver runs Restore again while a
-// claim cannot be restored, besides after every new inventory.
-const RestoreRetryInterval = 30 * time.Second
+// restoreRetryInterval is how often the driver runs Restore again while a
+// claim cannot be restored, besides after every new inventory (a variable
+// for tests).
+var restoreRetryInterval = 30 * time.Second
 
 // adviceNotRestored ends the error of a claim whose device is not found.
 const adviceNotRestored = "The claim is not prepared, so that its pod never gets another device: bring the device " +
@@ -213,8 +214,8 @@ func (ss *session) prepareAgain(ctx context.Context, claim *resourceapi.Resource
 // writes its spec for its devices as they are now (see restoreClaim), then
 // removes what Reconcile removes. It returns how many claims failed; their
 // Prepare fails with the reason and DeviceProblems lists their devices.
-// The driver calls it after every new inventory, and every
-// RestoreRetryInterval while a claim fails.
+// The driver calls it after every new inventory, and every 30 seconds
+// while a claim fails.
 func (s *State) Restore(ctx context.Context) (int, error) {
 	if s.inventory() == nil {
 		return 0, errors.New("restore prepared claims: the node's devices have not been discovered yet")
@@ -338,7 +339,7 @@ func fileExists(p string) bool {
 }
 
 // restoreLoop runs Restore after every new inventory, and again every
-// RestoreRetryInterval while a claim cannot be restored, until ctx ends.
+// restoreRetryInterval while a claim cannot be restored, until ctx ends.
 func (d *Driver) restoreLoop(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	var retry <-chan time.Time
@@ -351,7 +352,7 @@ func (d *Driver) restoreLoop(ctx context.Context) {
 			}
 			retry = nil
 			if failed > 0 || err != nil {
-				retry = time.After(RestoreRetryInterval)
+				retry = time.After(restoreRetryInterval)
 			}
 		}
 		select {

@@ -255,9 +255,11 @@ func (s *State) beginLocked(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	cp, raw, meta, err := loadCheckpointFile(s.checkpointPath)
-	if err == nil && meta.version == checkpointV1 {
+	if err == nil && raw != nil && meta.version == checkpointV1 {
 		s.fromV1(ctx, cp, meta)
-		raw = nil // write it as the current version
+		// Not the encoding of any data: the next save writes the file
+		// in the current version.
+		raw = []byte(checkpointV1)
 	}
 	switch {
 	case IsCorruptCheckpoint(err):
