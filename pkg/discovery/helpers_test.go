@@ -122,7 +122,7 @@ func checkIdentity(t *testing.T, p string, typ v1alpha1.DeviceType, id string) {
 	switch {
 	case id == "" || len(id) > MaxIdentityLen:
 		t.Errorf("%s: identity %q is empty or longer than %d bytes", p, id, MaxIdentityLen)
-	case typ == v1alpha1.DeviceTypeChar && !strings.HasPrefix(id, "path:/dev/"):
+	case typ == v1alpha1.DeviceTypeChar && !strings.HasPrefix(id, "path:"):
 		t.Errorf("%s: character device with identity %q", p, id)
 	case typ != v1alpha1.DeviceTypeChar && typ != v1alpha1.DeviceTypeBlock:
 		t.Errorf("%s: type %q", p, typ)

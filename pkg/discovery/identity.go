@@ -161,14 +161,14 @@ func (h *hostFS) rawIdentity(d *blockDev) string {
 // partition UUIDs repeat on cloned disks. A disk without a stable identity
 // lends none: then the partition's UUID, where udev has one.
 func (h *hostFS) partitionIdentity(s *blockSet, d *blockDev) string {
-	if p := s.byName[d.info.Parent]; p != nil && IdentityIsStable(p.rawID) && d.partNo != "" {
-		return p.rawID + "-part" + d.partNo
+	if p := s.byName[d.info.Parent]; p != nil && IdentityIsStable(p.rawID) && d.partNo > 0 {
+		return p.rawID + "-part" + strconv.Itoa(d.partNo)
 	}
 	if d.udev != nil && d.udev.partUUID != "" {
 		return idPartUUID + d.udev.partUUID
 	}
-	if p := s.byName[d.info.Parent]; p != nil && d.partNo != "" {
-		return p.rawID + "-part" + d.partNo
+	if p := s.byName[d.info.Parent]; p != nil && d.partNo > 0 {
+		return p.rawID + "-part" + strconv.Itoa(d.partNo)
 	}
 	return h.weakIdentity(d)
 }
@@ -213,6 +213,19 @@ func (h *hostFS) backingOf(d *blockDev) string {
 		d.backingRead = true
 	}
 	return d.backing
+}
+
+// parseSmallUint parses a sysfs number such as "12\n" without allocating;
+// 0 when it is none.
+func parseSmallUint(b []byte) int {
+	n := 0
+	for _, c := range bytes.TrimSpace(b) {
+		if c < '0' || c > '9' || n > 1<<20 {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 // sysAttr reads one attribute of a block device's sysfs directory.

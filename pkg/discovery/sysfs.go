@@ -38,7 +38,7 @@ type blockDev struct {
 	// Identity (identity.go): partNo is a partition's number, udev what
 	// the udev database says (nil when nothing), backing a loop device's
 	// backing file (read once: backingRead).
-	partNo          string
+	partNo          int // 0: unknown
 	udev            *udevIDs
 	backing         string
 	backingRead     bool
@@ -140,7 +140,7 @@ func (h *hostFS) readBlock(kname string) *blockDev {
 
 	partNo, isPart := sd.raw("partition")
 	if isPart {
-		d.partNo = cleanString(partNo)
+		d.partNo = parseSmallUint(partNo)
 	}
 	switch {
 	case isPart:
