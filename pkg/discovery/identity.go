@@ -100,16 +100,13 @@ func (u *udevIDs) empty() bool { return *u == udevIDs{} }
 func (h *hostFS) fillIdentities(s *blockSet) {
 	for _, d := range s.list {
 		if d.info.Kind != KindPartition {
-			d.rawID = h.rawIdentity(d)
+			d.identity = shortIdentity(h.rawIdentity(d))
 		}
 	}
 	for _, d := range s.list {
 		if d.info.Kind == KindPartition {
-			d.rawID = h.partitionIdentity(s, d)
+			d.identity = shortIdentity(h.partitionIdentity(s, d))
 		}
-	}
-	for _, d := range s.list {
-		d.identity = shortIdentity(d.rawID)
 	}
 }
 
@@ -156,19 +153,20 @@ func (h *hostFS) rawIdentity(d *blockDev) string {
 	return h.weakIdentity(d)
 }
 
-// partitionIdentity is the disk's identity with the partition number, as
+// partitionIdentity is the disk's identity (as published: a long one is
+// shortened first) with the partition number, as
 // /dev/disk/by-id names partitions: the partition table is the disk's, and
 // partition UUIDs repeat on cloned disks. A disk without a stable identity
 // lends none: then the partition's UUID, where udev has one.
 func (h *hostFS) partitionIdentity(s *blockSet, d *blockDev) string {
-	if p := s.byName[d.info.Parent]; p != nil && IdentityIsStable(p.rawID) && d.partNo > 0 {
-		return p.rawID + "-part" + strconv.Itoa(d.partNo)
+	if p := s.byName[d.info.Parent]; p != nil && IdentityIsStable(p.identity) && d.partNo > 0 {
+		return p.identity + "-part" + strconv.Itoa(int(d.partNo))
 	}
 	if d.udev != nil && d.udev.partUUID != "" {
 		return idPartUUID + d.udev.partUUID
 	}
 	if p := s.byName[d.info.Parent]; p != nil && d.partNo > 0 {
-		return p.rawID + "-part" + strconv.Itoa(d.partNo)
+		return p.identity + "-part" + strconv.Itoa(int(d.partNo))
 	}
 	return h.weakIdentity(d)
 }
@@ -216,16 +214,16 @@ func (h *hostFS) backingOf(d *blockDev) string {
 }
 
 // parseSmallUint parses a sysfs number such as "12\n" without allocating;
-// 0 when it is none.
-func parseSmallUint(b []byte) int {
+// 0 when it is none or does not fit.
+func parseSmallUint(b []byte) uint16 {
 	n := 0
 	for _, c := range bytes.TrimSpace(b) {
-		if c < '0' || c > '9' || n > 1<<20 {
+		if c < '0' || c > '9' || n > 6553 {
 			return 0
 		}
 		n = n*10 + int(c-'0')
 	}
-	return n
+	return uint16(n)
 }
 
 // sysAttr reads one attribute of a block device's sysfs directory.

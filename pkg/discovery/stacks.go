@@ -118,7 +118,8 @@ func (h *hostFS) checkStacks(ctx context.Context, cfg *v1alpha1.DiscoveryConfig,
 				continue
 			default:
 				d.info.FSType = e.fsType
-				if ids := e.ids; !ids.empty() {
+				if !e.ids.empty() {
+					ids := e.ids
 					d.udev = &ids
 				}
 				if desc := stackOf(e.fsType, e.fsUsage); desc != "" {

@@ -24,7 +24,12 @@ type blockDev struct {
 	sysMajor, sysMinor uint32
 	sysDevOK           bool
 
-	hidden     bool
+	hidden bool
+	// backingRead: backing holds a loop device's backing file (identity.go).
+	backingRead bool
+	// partNo is a partition's number; 0 when unknown.
+	partNo uint16
+
 	holders    []string // kernel names, sorted
 	partitions []string // kernel names, sorted
 	// aliases are /dev/mapper and /dev/disk/by-id paths, sorted.
@@ -35,14 +40,11 @@ type blockDev struct {
 	// nodeProblem is why the node cannot be published ("" when fine).
 	nodeProblem string
 
-	// Identity (identity.go): partNo is a partition's number, udev what
-	// the udev database says (nil when nothing), backing a loop device's
-	// backing file (read once: backingRead).
-	partNo          int // 0: unknown
-	udev            *udevIDs
-	backing         string
-	backingRead     bool
-	rawID, identity string
+	// For the identity (identity.go): what the udev database says (nil
+	// when nothing), a loop device's backing file, and the result.
+	udev     *udevIDs
+	backing  string
+	identity string
 }
 
 // devPathOf maps a kernel name to its /dev path: sysfs writes "/" as "!".
