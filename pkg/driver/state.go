@@ -34,9 +34,10 @@ import (
 //
 // # Crash safety
 //
-// The invariant is: every claim in the checkpoint has its spec file (until
-// a reboot wipes the CDI dir, which Reconcile repairs), and a spec file of
-// this driver without a checkpoint entry is garbage that nothing uses.
+// The invariant is: every claim in the checkpoint has its spec file, for
+// its devices as they are now (until a reboot wipes the CDI dir or a device
+// moves or goes, which Restore repairs, or not: restore.go), and a spec file
+// of this driver without a checkpoint entry is garbage that nothing uses.
 //
 //   - Prepare writes the spec files first and the checkpoint last, and
 //     answers the kubelet only after both. A crash in between leaves spec
@@ -150,7 +151,7 @@ func WithStateBoot(id string, bootTime time.Time) StateOption {
 }
 
 // NewState checks the options; it touches nothing on disk. Call Reconcile
-// once before serving the kubelet.
+// once before serving the kubelet, and Restore after every new inventory.
 func NewState(opts ...StateOption) (*State, error) {
 	cfg := stateConfig{cdiDir: DefaultCDIDir, dataDir: DefaultDataDir, now: time.Now}
 	for _, o := range opts {
