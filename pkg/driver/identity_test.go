@@ -1,10 +1,15 @@
 package driver
 
 import (
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/utils/ptr"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 )
@@ -34,5 +39,33 @@ func TestIdentityAttributeSelectsThePhysicalDevice(t *testing.T) {
 		if a := DeviceAttributes(&d)[AttrIdentity]; ptr.Deref(a.StringValue, "<unset>") != d.Identity {
 			t.Errorf("identity attribute %q, want %q", ptr.Deref(a.StringValue, "<unset>"), d.Identity)
 		}
+	}
+}
+
+// The boot the plugin runs in comes from the kernel: its boot ID, and the
+// boot time that tells files of this boot from older ones.
+func TestReadBoot(t *testing.T) {
+	b, err := readBoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		t.Skipf("no boot ID here: %v", err)
+	}
+	if b.id != strings.TrimSpace(string(want)) || len(b.id) != 36 {
+		t.Errorf("boot ID %q, want %q", b.id, want)
+	}
+	var info unix.Sysinfo_t
+	if err := unix.Sysinfo(&info); err != nil {
+		t.Fatal(err)
+	}
+	booted := time.Now().Add(-time.Duration(info.Uptime) * time.Second)
+	if d := b.time.Sub(booted); d < -5*time.Second || d > 5*time.Second {
+		t.Errorf("boot time %v, but the uptime says %v", b.time, booted)
+	}
+	s := &State{boot: b}
+	if s.bootOfFile(time.Now()) != b.id || s.bootOfFile(b.time.Add(-time.Minute)) != "" {
+		t.Error("bootOfFile: a file changed since the boot is of this boot, one older is of none known")
 	}
 }
