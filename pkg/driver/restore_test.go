@@ -309,6 +309,16 @@ func TestStateRebootDeviceGoneOrChanged(t *testing.T) {
 			if got := s.DeviceProblems(); got["sdb"] != err.Error() || len(got) != 1 {
 				t.Errorf("DeviceProblems = %q, want sdb with the error", got)
 			}
+			// What the kubelet hears, also when the name sdb is now
+			// another disk's.
+			d := &Driver{state: s}
+			d.opts.nodeName = ptNode
+			for _, h := range d.healthReport(inv, time.Now()).Devices {
+				unhealthy := h.Health == kubeletplugin.HealthStatusUnhealthy
+				if (h.DeviceName == "sdb") != unhealthy || (unhealthy && !strings.HasPrefix(err.Error(), h.Message)) {
+					t.Errorf("health of %s: %s %q", h.DeviceName, h.Health, h.Message)
+				}
+			}
 			mustPrepare(t, ctx, s, bar)
 			mustUnprepare(t, ctx, s, ptRef(foo), ptRef(bar))
 			if got := s.DeviceProblems(); len(got) != 0 {
