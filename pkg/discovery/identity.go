@@ -111,6 +111,11 @@ func (h *hostFS) fillIdentities(s *blockSet) {
 }
 
 func (h *hostFS) rawIdentity(d *blockDev) string {
+	if d.hidden {
+		// A path of an NVMe multipath namespace carries the namespace's
+		// WWID; it has no node and is never handed out.
+		return h.weakIdentity(d)
+	}
 	u := d.udev
 	if u == nil {
 		u = &udevIDs{}

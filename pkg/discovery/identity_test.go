@@ -47,6 +47,9 @@ func TestDiscoverIdentity(t *testing.T) {
 			{Name: "loop4", Dev: nd(7, 4), Size: mib, BackingFile: "/var/lib/images/a.img",
 				Attrs: map[string]string{"loop/offset": "1048576"}},
 			{Name: "loop5", Dev: nd(7, 5), Size: 0, DiskSeq: 12},
+			{Name: "nvme1n1", Dev: nd(259, 10), Size: gib, Attrs: map[string]string{"wwid": "eui.00000000000000010000000000000001"}},
+			{Name: "nvme1c1n1", Dev: nd(259, 11), Size: gib, Hidden: true, NoNode: true,
+				Attrs: map[string]string{"wwid": "eui.00000000000000010000000000000001"}},
 			{Name: "sdh", Dev: nd(8, 112), Size: gib, Serial: "S8", NodeDev: ndp(8, 113)},
 			{Name: "sdi", Dev: nd(8, 128), Size: gib, Serial: "S9"},
 		}
@@ -69,25 +72,27 @@ func TestDiscoverIdentity(t *testing.T) {
 			ids[e.Path] = e.Identity
 		}
 		want := map[string]string{
-			"/dev/sda":   "wwn:naa.5000c500a1b2c3d4",
-			"/dev/sda1":  "wwn:naa.5000c500a1b2c3d4-part1", // the disk's, not the partition UUID
-			"/dev/sdb":   "wwn:0x5000c500a1b2c3d5ext",
-			"/dev/sdc":   "serial:S3",
-			"/dev/vda":   "serial:virtio-serial-1",
-			"/dev/vdb":   "path-id:pci-0000:00:05.0",
-			"/dev/vdb1":  "path-id:pci-0000:00:05.0-part1",
-			"/dev/vdc":   "kname:vdc:diskseq=7",
-			"/dev/vdc1":  "partuuid:0f0e0d0c-aaaa-bbbb-cccc-000000000002",
-			"/dev/vdc2":  "kname:vdc:diskseq=7-part2",
-			"/dev/dm-0":  "dm-name:plain",
-			"/dev/md0":   "md-uuid:a1b2c3d4:e5f60718:293a4b5c:6d7e8f90",
-			"/dev/md1":   "md-uuid:11111111-2222-3333-4444-555555555555",
-			"/dev/loop2": "loop:/var/lib/images/a.img:inode=" + inode,
-			"/dev/loop3": "loop:/elsewhere/b.img", // not under the host root: the path alone
-			"/dev/loop4": "loop:/var/lib/images/a.img:inode=" + inode + ":offset=1048576",
-			"/dev/loop5": "kname:loop5:diskseq=12",
-			"/dev/sdh":   "serial:S8",
-			"/dev/sdi":   "serial:S9",
+			"/dev/sda":       "wwn:naa.5000c500a1b2c3d4",
+			"/dev/sda1":      "wwn:naa.5000c500a1b2c3d4-part1", // the disk's, not the partition UUID
+			"/dev/sdb":       "wwn:0x5000c500a1b2c3d5ext",
+			"/dev/sdc":       "serial:S3",
+			"/dev/vda":       "serial:virtio-serial-1",
+			"/dev/vdb":       "path-id:pci-0000:00:05.0",
+			"/dev/vdb1":      "path-id:pci-0000:00:05.0-part1",
+			"/dev/vdc":       "kname:vdc:diskseq=7",
+			"/dev/vdc1":      "partuuid:0f0e0d0c-aaaa-bbbb-cccc-000000000002",
+			"/dev/vdc2":      "kname:vdc:diskseq=7-part2",
+			"/dev/dm-0":      "dm-name:plain",
+			"/dev/md0":       "md-uuid:a1b2c3d4:e5f60718:293a4b5c:6d7e8f90",
+			"/dev/md1":       "md-uuid:11111111-2222-3333-4444-555555555555",
+			"/dev/loop2":     "loop:/var/lib/images/a.img:inode=" + inode,
+			"/dev/loop3":     "loop:/elsewhere/b.img", // not under the host root: the path alone
+			"/dev/loop4":     "loop:/var/lib/images/a.img:inode=" + inode + ":offset=1048576",
+			"/dev/loop5":     "kname:loop5:diskseq=12",
+			"/dev/sdh":       "serial:S8",
+			"/dev/nvme1n1":   "wwn:eui.00000000000000010000000000000001",
+			"/dev/nvme1c1n1": "kname:nvme1c1n1", // a hidden path: not the namespace's identity
+			"/dev/sdi":       "serial:S9",
 		}
 		for p, w := range want {
 			if ids[p] != w {
