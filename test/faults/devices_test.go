@@ -65,6 +65,7 @@ func (s *suite) deviceRemoved() {
 			s.count(kError, "", "%s was attached again but is not published after 20 s", d.path)
 		}
 	}
+	s.waitRestored(held, "devices back")
 	s.verify("devices back")
 	s.mustPrepare(held, "the kubelet prepares the holders again")
 	r = s.prepare(late)

@@ -115,7 +115,7 @@ func (s *suite) killTimed(size int, prepare bool, runs int) {
 }
 
 // killFailpoints kills the plugin at the fault points of the State (Prepare after a spec file, before the
-// checkpoint; Unprepare after the checkpoint; Reconcile after rewriting spec files), which a timer cannot hit,
+// checkpoint; Unprepare after the checkpoint; Restore after rewriting spec files), which a timer cannot hit,
 // with the faultinject build of the plugin (POWER_DEV_PLUGIN_FAILPOINTS). First it checks that the release
 // binary ignores that variable.
 func (s *suite) killFailpoints() {
@@ -169,20 +169,21 @@ func (s *suite) killFailpoints() {
 		}
 	}
 
-	// Reconcile at start rewrites the spec files of prepared claims that are gone (a reboot empties /var/run);
-	// killed right after, the next start must still have every claim.
+	// At start, Restore (after the first inventory) writes the spec files of prepared claims that are gone (a
+	// reboot empties /var/run); killed right after, the next start must still have every claim.
 	set := many[:10]
-	s.mustPrepare(set, "before the reconcile kill")
+	s.mustPrepare(set, "before the restore kill")
 	s.plugin.stop()
 	for _, c := range set {
 		_ = os.Remove(filepath.Join(s.cdi, specName(c)))
 	}
-	s.plugin = s.start(startOpts{why: "reconcile:after-rewrite=kill@1", failpoints: "reconcile:after-rewrite=kill@1", exitOK: true})
-	s.expectFailpoint("reconcile:after-rewrite=kill@1 at start, after the spec files were removed")
-	s.restart("after kill -9 in Reconcile")
-	s.verifyStarted("after kill -9 in Reconcile at start")
+	s.plugin = s.start(startOpts{why: "restore:after-rewrite=kill@1", failpoints: "restore:after-rewrite=kill@1", exitOK: true})
+	s.expectFailpoint("restore:after-rewrite=kill@1 at start, after the spec files were removed")
+	s.restart("after kill -9 in Restore")
+	s.waitRestored(set, "after kill -9 in Restore at start")
+	s.verifyStarted("after kill -9 in Restore at start")
 	s.mustPrepare(set, "the kubelet's Prepare after the restart")
-	s.verify("after kill -9 in Reconcile and the kubelet's Prepare")
+	s.verify("after kill -9 in Restore and the kubelet's Prepare")
 	s.runs(1)
 }
 
@@ -201,8 +202,25 @@ func (s *suite) expectFailpoint(label string) {
 
 func specName(c *claim) string { return driver.CDISpecName(c.uid) }
 
+// waitRestored waits for the plugin's Restore, which runs after the first inventory, to write the spec files of
+// set again; after 20 s verify counts what is missing.
+func (s *suite) waitRestored(set []*claim, label string) {
+	if err := s.waitReady(s.plugin, 30*time.Second); err != nil {
+		s.abortf("%s: %v", label, err)
+	}
+	_ = poll(20*time.Second, func() (bool, error) {
+		for _, c := range set {
+			if _, err := os.Stat(filepath.Join(s.cdi, specName(c))); err != nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
 // killAtSpecWrite kills the plugin when it creates the CDI library's temporary file of a spec (the moment
-// between creating and renaming it), in a 1-claim and 100-claim Prepare, and in Reconcile at start.
+// between creating and renaming it), in a 1-claim and 100-claim Prepare, and in Restore at start (which writes
+// the specs a reboot removed once the devices are found).
 func (s *suite) killAtSpecWrite() {
 	one := s.newClaims("open1", s.pick(1, 1))
 	many := s.newClaims("open100", s.pick(100, 4))
@@ -215,9 +233,9 @@ func (s *suite) killAtSpecWrite() {
 		s.mustUnprepare(r.set, "after the run")
 	}
 
-	// Reconcile at start, rewriting removed spec files.
+	// Restore at start, writing removed spec files again.
 	set := many[:10]
-	s.mustPrepare(set, "before the reconcile kill")
+	s.mustPrepare(set, "before the restore kill")
 	s.plugin.stop()
 	for _, c := range set {
 		_ = os.Remove(filepath.Join(s.cdi, specName(c)))
@@ -227,18 +245,19 @@ func (s *suite) killAtSpecWrite() {
 	if err != nil {
 		s.abortf("%v", err)
 	}
-	s.plugin = s.start(startOpts{why: "Reconcile, killed at a spec write", exitOK: true})
+	s.plugin = s.start(startOpts{why: "Restore, killed at a spec write", exitOK: true})
 	select {
 	case <-k.fired:
 	case <-time.After(20 * time.Second):
-		s.count(kError, "", "Reconcile at start did not write spec file %d in 20 s", nth)
+		s.count(kError, "", "Restore at start did not write spec file %d in 20 s", nth)
 	}
 	k.close()
 	s.plugin.kill()
-	s.restart("after kill -9 at a spec write in Reconcile")
-	s.verifyStarted(fmt.Sprintf("after kill -9 at spec write %d of Reconcile at start", nth))
+	s.restart("after kill -9 at a spec write in Restore")
+	s.waitRestored(set, "after kill -9 at a spec write in Restore")
+	s.verifyStarted(fmt.Sprintf("after kill -9 at spec write %d of Restore at start", nth))
 	s.mustPrepare(set, "the kubelet's Prepare after the restart")
-	s.verify("after kill -9 in Reconcile's spec writes and the kubelet's Prepare")
+	s.verify("after kill -9 in Restore's spec writes and the kubelet's Prepare")
 	s.runs(1)
 }
 
@@ -273,6 +292,11 @@ func (s *suite) killAtCheckpointWrite() {
 // killOnOpenDuring makes the call with an openKill armed, which must fire.
 func (s *suite) killOnOpenDuring(dir, pattern string, nth int, set []*claim, prepare bool, label string) {
 	s.ensureRunning("before " + label)
+	// After the first inventory the plugin restores prepared claims (its lock, the checkpoint, maybe specs):
+	// the open to kill at must be the call's.
+	if err := s.waitReady(s.plugin, 30*time.Second); err != nil {
+		s.abortf("%v", err)
+	}
 	k, err := killOnOpen(dir, pattern, nth)
 	if err != nil {
 		s.abortf("%v", err)
