@@ -100,6 +100,8 @@ type suite struct {
 	faults []*fault
 	claims map[types.UID]*claim
 	seq    int
+	// foreign are other writers' files the suite put into the CDI directory: not leaks, never to be touched.
+	foreign map[string]bool
 
 	plugin *proc
 	last   *proc // the last one started, of any mode
@@ -133,7 +135,7 @@ groups:
 // /proc/swaps, and a udev database the suite writes, because these machines run no udev), the loop devices,
 // the configuration, the Node and the namespace. t.Cleanup undoes all of it.
 func newSuite(t *testing.T, seed int64, rng *rand.Rand) *suite {
-	s := &suite{t: t, seed: seed, rng: rng, claims: map[types.UID]*claim{}, holder: uuid.NewUUID()}
+	s := &suite{t: t, seed: seed, rng: rng, claims: map[types.UID]*claim{}, foreign: map[string]bool{}, holder: uuid.NewUUID()}
 	s.dir = envOr("FAULTS_DIR", "/var/lib/power-dev-plugin-faults")
 	s.repo = envOr("FAULTS_REPO", "../..")
 	s.out = envOr("FAULTS_OUT", filepath.Join(s.repo, "_output", "faults"))

@@ -22,13 +22,26 @@ type openKill struct {
 	f       *os.File
 	pattern string
 	nth     int
+	old     map[string]bool
 	seen    atomic.Int32
 	fired   chan string
 	done    chan struct{}
 }
 
-// killOnOpen arms an openKill on dir (not recursive). Opens by the suite's own process are let through.
-func killOnOpen(dir, pattern string, nth int) (*openKill, error) {
+// killOnOpen arms an openKill on dir (not recursive). Opens by the suite's own process are let through. With
+// onlyNew, only files created after it was armed count (a write's new temporary file, whatever the writer names
+// it; not a stray one the plugin looks at).
+func killOnOpen(dir, pattern string, nth int, onlyNew bool) (*openKill, error) {
+	old := map[string]bool{}
+	if onlyNew {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			old[e.Name()] = true
+		}
+	}
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("fanotify_init: %w", err)
@@ -37,7 +50,7 @@ func killOnOpen(dir, pattern string, nth int) (*openKill, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("fanotify_mark %s: %w", dir, err)
 	}
-	k := &openKill{f: os.NewFile(uintptr(fd), "fanotify"), pattern: pattern, nth: nth,
+	k := &openKill{f: os.NewFile(uintptr(fd), "fanotify"), pattern: pattern, nth: nth, old: old,
 		fired: make(chan string, 1), done: make(chan struct{})}
 	go k.loop()
 	return k, nil
@@ -60,7 +73,8 @@ func (k *openKill) loop() {
 			}
 			if m.Fd >= 0 {
 				name, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", m.Fd))
-				if ok, _ := filepath.Match(k.pattern, filepath.Base(name)); ok && m.Pid != self {
+				base := filepath.Base(name)
+				if ok, _ := filepath.Match(k.pattern, base); ok && m.Pid != self && !k.old[base] {
 					if int(k.seen.Add(1)) == k.nth {
 						_ = unix.Kill(int(m.Pid), unix.SIGKILL)
 						k.fired <- name

@@ -218,8 +218,9 @@ func (s *suite) waitRestored(set []*claim, label string) {
 	})
 }
 
-// killAtSpecWrite kills the plugin when it creates the CDI library's temporary file of a spec (the moment
-// between creating and renaming it), in a 1-claim and 100-claim Prepare, and in Restore at start (which writes
+// killAtSpecWrite kills the plugin when it creates the temporary file of a spec (today the CDI library's
+// spec.<digits>.tmp; any new file in the CDI directory counts, whatever its name: the moment between creating
+// and renaming it), in a 1-claim and 100-claim Prepare, and in Restore at start (which writes
 // the specs a reboot removed once the devices are found).
 func (s *suite) killAtSpecWrite() {
 	one := s.newClaims("open1", s.pick(1, 1))
@@ -229,7 +230,7 @@ func (s *suite) killAtSpecWrite() {
 		nth int
 	}{{one, 1}, {many, 1 + s.rng.Intn(100)}, {many, 1 + s.rng.Intn(100)}}
 	for _, r := range runs {
-		s.killOnOpenDuring(s.cdi, "spec.*.tmp", r.nth, r.set, true, fmt.Sprintf("at CDI spec write %d of a %d-claim prepare", r.nth, len(r.set)))
+		s.killOnOpenDuring(s.cdi, "*", true, r.nth, r.set, true, fmt.Sprintf("at CDI spec write %d of a %d-claim prepare", r.nth, len(r.set)))
 		s.mustUnprepare(r.set, "after the run")
 	}
 
@@ -241,7 +242,7 @@ func (s *suite) killAtSpecWrite() {
 		_ = os.Remove(filepath.Join(s.cdi, specName(c)))
 	}
 	nth := 1 + s.rng.Intn(len(set))
-	k, err := killOnOpen(s.cdi, "spec.*.tmp", nth)
+	k, err := killOnOpen(s.cdi, "*", nth, true)
 	if err != nil {
 		s.abortf("%v", err)
 	}
@@ -261,8 +262,9 @@ func (s *suite) killAtSpecWrite() {
 	s.runs(1)
 }
 
-// killAtCheckpointWrite kills the plugin when it creates the checkpoint's temporary file, opens the checkpoint
-// to read it, or opens its lock file (the first thing a call does on disk, after the claims' GETs).
+// killAtCheckpointWrite kills the plugin when it creates the checkpoint's temporary file (any new file in the
+// data directory), opens the checkpoint to read it, or opens its lock file (the first thing a call does on disk,
+// after the claims' GETs).
 func (s *suite) killAtCheckpointWrite() {
 	one := s.newClaims("cp1", s.pick(1, 1))
 	many := s.newClaims("cp100", s.pick(100, 4))
@@ -270,19 +272,24 @@ func (s *suite) killAtCheckpointWrite() {
 		set     []*claim
 		prepare bool
 		pattern string
+		onlyNew bool
 	}{
-		{one, true, driver.CheckpointFileName + ".tmp*"},
-		{many, true, driver.CheckpointFileName + ".tmp*"},
-		{many, false, driver.CheckpointFileName + ".tmp*"},
-		{one, false, driver.CheckpointFileName + ".tmp*"},
-		{many, true, "state.lock"},
-		{one, false, driver.CheckpointFileName},
+		{one, true, "*", true}, // the checkpoint's temporary file, the only file a call creates there
+		{many, true, "*", true},
+		{many, false, "*", true},
+		{one, false, "*", true},
+		{many, true, "state.lock", false},
+		{one, false, driver.CheckpointFileName, false},
 	}
 	for _, r := range runs {
 		if !r.prepare {
 			s.mustPrepare(r.set, "before the run")
 		}
-		s.killOnOpenDuring(s.data, r.pattern, 1, r.set, r.prepare, fmt.Sprintf("at the open of %s in a %d-claim %s", r.pattern, len(r.set), opName(r.prepare)))
+		what := "the checkpoint's temporary file"
+		if !r.onlyNew {
+			what = r.pattern
+		}
+		s.killOnOpenDuring(s.data, r.pattern, r.onlyNew, 1, r.set, r.prepare, fmt.Sprintf("at the open of %s in a %d-claim %s", what, len(r.set), opName(r.prepare)))
 		if r.prepare {
 			s.mustUnprepare(r.set, "after the run")
 		}
@@ -290,14 +297,14 @@ func (s *suite) killAtCheckpointWrite() {
 }
 
 // killOnOpenDuring makes the call with an openKill armed, which must fire.
-func (s *suite) killOnOpenDuring(dir, pattern string, nth int, set []*claim, prepare bool, label string) {
+func (s *suite) killOnOpenDuring(dir, pattern string, onlyNew bool, nth int, set []*claim, prepare bool, label string) {
 	s.ensureRunning("before " + label)
 	// After the first inventory the plugin restores prepared claims (its lock, the checkpoint, maybe specs):
 	// the open to kill at must be the call's.
 	if err := s.waitReady(s.plugin, 30*time.Second); err != nil {
 		s.abortf("%v", err)
 	}
-	k, err := killOnOpen(dir, pattern, nth)
+	k, err := killOnOpen(dir, pattern, nth, onlyNew)
 	if err != nil {
 		s.abortf("%v", err)
 	}
@@ -306,9 +313,50 @@ func (s *suite) killOnOpenDuring(dir, pattern string, nth int, set []*claim, pre
 	select {
 	case <-k.fired:
 	case <-time.After(kubeletTimeout):
-		s.count(kError, "", "%s: the plugin never opened %s number %d; killing it", label, pattern, nth)
+		s.count(kError, "", "%s: the plugin never opened (created: %v) %s number %d; killing it", label, onlyNew, pattern, nth)
 	}
 	k.close()
 	s.plugin.kill()
 	s.afterKill(label, set, prepare, call)
+}
+
+// foreignFiles puts other CDI writers' files into the CDI directory: another vendor's spec, a temporary file of
+// another writer that uses the CDI library (holding its spec), and an empty one (a write of its in progress). The
+// plugin, killed and started again and preparing and unpreparing meanwhile, must leave all three as they are:
+// it cannot tell the library's temporary files of other writers from its own, so it must not touch any.
+func (s *suite) foreignFiles() {
+	s.runs(1)
+	files := map[string]string{
+		"vendor.example-gpu.json": `{"cdiVersion":"0.6.0","kind":"vendor.example/gpu","devices":[{"name":"0","containerEdits":{"deviceNodes":[{"path":"/dev/null"}]}}]}`,
+		"spec.1234567890.tmp":     `{"cdiVersion":"0.6.0","kind":"vendor.example/gpu","devices":[{"name":"1","containerEdits":{"deviceNodes":[{"path":"/dev/zero"}]}}]}`,
+		"spec.2345678901.tmp":     "",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(s.cdi, name), []byte(content), 0o644); err != nil {
+			s.abortf("%v", err)
+		}
+		s.foreign[name] = true
+	}
+	defer func() {
+		for name := range files {
+			_ = os.Remove(filepath.Join(s.cdi, name))
+			delete(s.foreign, name)
+		}
+	}()
+	set := s.newClaims("foreign", s.pick(10, 2))
+	s.plugin.kill()
+	s.restart("with other writers' files in the CDI directory")
+	s.mustPrepare(set, "with other writers' files")
+	call := s.callAsync(false, set)
+	time.Sleep(time.Millisecond)
+	s.plugin.kill()
+	s.afterKill("during an Unprepare, with other writers' files", set, false, call)
+	s.plugin.stop()
+	s.restart("again, with other writers' files")
+	for name, content := range files {
+		b, err := os.ReadFile(filepath.Join(s.cdi, name))
+		if err != nil || string(b) != content {
+			s.count(kError, "", "another writer's file %s was removed or changed (%v)", name, err)
+		}
+	}
 }

@@ -189,6 +189,7 @@ func TestFaults(t *testing.T) {
 	s.run("kill -9 at fault points (faultinject build)", s.killFailpoints)
 	s.run("kill -9 at CDI spec writes (fanotify, on open)", s.killAtSpecWrite)
 	s.run("kill -9 at checkpoint writes and lock (fanotify)", s.killAtCheckpointWrite)
+	s.run("other CDI writers' files left alone (kill -9, restarts)", s.foreignFiles)
 	s.run("API server stopped 50 s (> kubelet timeout), restarted", s.apiServerDown)
 	s.run("CDI directory full (tmpfs)", func() { s.dirFault(s.cdi, "full") })
 	s.run("CDI directory read-only", func() { s.dirFault(s.cdi, "ro") })
