@@ -113,13 +113,9 @@ func (s *suite) apiServerDown() {
 	// far enough to serve Unprepare.
 	s.plugin.kill()
 	s.plugin = s.start(startOpts{why: "restart while the API server is down"})
-	if err := poll(20*time.Second, func() (bool, error) {
-		_, err := os.Stat(filepath.Join(s.data, "dra.sock"))
-		return err == nil || !s.plugin.alive(), nil
-	}); err != nil || !s.plugin.alive() {
-		s.count(kError, "", "the plugin started while the API server was down does not serve its socket (alive: %v)", s.plugin.alive())
+	if err := s.waitServing(s.plugin, 20*time.Second); err != nil {
+		s.count(kError, "", "the plugin started while the API server was down does not serve its socket: %v", err)
 	}
-	time.Sleep(time.Second)
 	if r := s.unprepare(held[2:3]); r.err != nil || len(r.failed) > 0 {
 		s.count(kError, "", "Unprepare failed on a plugin started while the API server was down: %s", r.firstErr())
 	}
