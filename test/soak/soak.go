@@ -36,7 +36,8 @@ type Sample struct {
 	Goroutines int    // runtime.NumGoroutine
 	VmRSS      uint64 // bytes resident, including the binary's file-backed pages
 	RssAnon    uint64 // bytes resident that are anonymous: heap, stacks
-	HeapInuse  uint64 // runtime.MemStats.HeapInuse, after a GC
+	HeapInuse  uint64 // runtime.MemStats.HeapInuse: spans in use, after a GC
+	HeapLive   uint64 // runtime.MemStats.HeapAlloc: bytes of objects, right after a GC the live ones
 }
 
 // Tolerance is how much a Sample may grow over a soak.
@@ -44,12 +45,14 @@ type Tolerance struct {
 	FDs        int
 	Goroutines int
 	RSS        uint64 // bytes, for VmRSS and for RssAnon
-	HeapInuse  uint64 // bytes
+	// Heap is for the live heap: it counts bytes of objects, where heap
+	// in use counts 8 KiB spans and hides a small leak.
+	Heap uint64
 }
 
 func (t Tolerance) String() string {
-	return fmt.Sprintf("open files +%d, goroutines +%d, VmRSS and RssAnon +%s, heap in use +%s",
-		t.FDs, t.Goroutines, MiB(t.RSS), MiB(t.HeapInuse))
+	return fmt.Sprintf("open files +%d, goroutines +%d, VmRSS and RssAnon +%s, live heap +%d KiB",
+		t.FDs, t.Goroutines, MiB(t.RSS), t.Heap>>10)
 }
 
 // Read samples the process without collecting garbage first.
@@ -74,6 +77,7 @@ func Read() (Sample, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	s.HeapInuse = ms.HeapInuse
+	s.HeapLive = ms.HeapAlloc
 	return s, nil
 }
 
@@ -98,9 +102,9 @@ func statusKB(status []byte, name string) (uint64, error) {
 	return 0, fmt.Errorf("/proc/self/status has no %s line", name)
 }
 
-// settled collects garbage and returns freed memory to the kernel, so that
-// what remains is what the process still holds.
-func settled() (Sample, error) {
+// Settled collects garbage and returns freed memory to the kernel, then
+// samples: what remains is what the process still holds.
+func Settled() (Sample, error) {
 	runtime.GC()
 	runtime.GC() // the first one may leave finalizer-freed objects behind
 	debug.FreeOSMemory()
@@ -111,7 +115,7 @@ func settled() (Sample, error) {
 // is compared with.
 func Baseline(settle time.Duration) (Sample, error) {
 	time.Sleep(settle)
-	return settled()
+	return Settled()
 }
 
 // After samples until the figures are back within tol of before, or wait
@@ -120,7 +124,7 @@ func Baseline(settle time.Duration) (Sample, error) {
 func After(before Sample, tol Tolerance, wait time.Duration) (Sample, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		after, err := settled()
+		after, err := Settled()
 		if err != nil {
 			return after, err
 		}
@@ -151,7 +155,10 @@ func Check(before, after Sample, tol Tolerance) error {
 	}
 	mem("VmRSS", before.VmRSS, after.VmRSS, tol.RSS)
 	mem("RssAnon", before.RssAnon, after.RssAnon, tol.RSS)
-	mem("heap in use", before.HeapInuse, after.HeapInuse, tol.HeapInuse)
+	if a, b := after.HeapLive, before.HeapLive; a > b && a-b > tol.Heap {
+		errs = append(errs, fmt.Errorf("the live heap grew by %d KiB (%d KiB -> %d KiB), more than the %d KiB allowed: memory is kept",
+			(a-b)>>10, b>>10, a>>10, tol.Heap>>10))
+	}
 	return errors.Join(errs...)
 }
 
@@ -174,11 +181,12 @@ func Table(before, after Sample) string {
 	mem("VmRSS", before.VmRSS, after.VmRSS)
 	mem("RssAnon", before.RssAnon, after.RssAnon)
 	mem("heap in use (after GC)", before.HeapInuse, after.HeapInuse)
+	fmt.Fprintf(&b, "| live heap (after GC) | %d KiB | %d KiB | %+d KiB |\n", before.HeapLive>>10, after.HeapLive>>10, (int64(after.HeapLive)-int64(before.HeapLive))/1024)
 	return b.String()
 }
 
 // String is a one-line summary, for progress lines.
 func (s Sample) String() string {
-	return fmt.Sprintf("fds=%d goroutines=%d VmRSS=%s RssAnon=%s heap=%s",
-		s.FDs, s.Goroutines, MiB(s.VmRSS), MiB(s.RssAnon), MiB(s.HeapInuse))
+	return fmt.Sprintf("fds=%d goroutines=%d VmRSS=%s RssAnon=%s heap in use=%s live heap=%d KiB",
+		s.FDs, s.Goroutines, MiB(s.VmRSS), MiB(s.RssAnon), MiB(s.HeapInuse), s.HeapLive>>10)
 }
