@@ -19,6 +19,7 @@ import (
 
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
 )
 
 // State prepares and unprepares claims on this node: it plans each claim
@@ -74,8 +75,10 @@ type State struct {
 	lockPath       string
 
 	// sem serializes calls in this process; it is a channel so that a
-	// waiting call can give up when its context ends.
-	sem chan struct{}
+	// waiting call can give up when its context ends. lockWatch notes its
+	// holder for the liveness check (health.go).
+	sem       chan struct{}
+	lockWatch health.LockWatch
 
 	// idxInv and idx cache the index of the last inventory seen (guarded
 	// by sem).
@@ -212,14 +215,17 @@ type holder struct {
 	exclusive bool
 }
 
-func (s *State) begin(ctx context.Context) (*session, error) {
+// begin takes the locks for a call; holder names it for the liveness check.
+func (s *State) begin(ctx context.Context, holder string) (*session, error) {
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for another call of this plugin to finish: %w", context.Cause(ctx))
 	}
+	s.lockWatch.Acquired(holder)
 	ss, err := s.beginLocked(ctx)
 	if err != nil {
+		s.lockWatch.Released()
 		<-s.sem
 		return nil, err
 	}
@@ -251,6 +257,7 @@ func (s *State) beginLocked(ctx context.Context) (*session, error) {
 
 func (ss *session) end() {
 	_ = ss.lock.Close() // releases the flock
+	ss.s.lockWatch.Released()
 	<-ss.s.sem
 }
 
@@ -403,7 +410,7 @@ func (s *State) index(inv *discovery.Inventory) *inventoryIndex {
 func (s *State) Prepare(ctx context.Context, claims []*resourceapi.ResourceClaim) map[types.UID]kubeletplugin.PrepareResult {
 	logger := klog.FromContext(ctx)
 	out := make(map[types.UID]kubeletplugin.PrepareResult, len(claims))
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Prepare")
 	if err != nil {
 		for _, c := range claims {
 			if c != nil {
@@ -602,7 +609,7 @@ func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryI
 func (s *State) Unprepare(ctx context.Context, claims []kubeletplugin.NamespacedObject) map[types.UID]error {
 	logger := klog.FromContext(ctx)
 	out := make(map[types.UID]error, len(claims))
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Unprepare")
 	if err != nil {
 		for _, c := range claims {
 			out[c.UID] = fmt.Errorf("unprepare claim %s: %w", c.NamespacedName, err)
@@ -679,7 +686,7 @@ func (s *State) Reconcile(ctx context.Context) error {
 	if err := os.MkdirAll(s.cdi.Dir(), 0o755); err != nil {
 		return fmt.Errorf("create the CDI directory: %w", err)
 	}
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Reconcile")
 	if err != nil {
 		return err
 	}
