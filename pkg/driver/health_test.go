@@ -265,7 +265,9 @@ func TestDriverFatalErrorStopsRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go d.HandleError(ctx, errors.New("accept unix dra.sock: use of closed network connection"), "DRA gRPC server failed")
+	// One before Run, which must not be lost, and one while Run starts.
+	d.HandleError(ctx, errors.New("accept unix dra.sock: use of closed network connection"), "DRA gRPC server failed")
+	go d.HandleError(ctx, errors.New("accept unix reg.sock: use of closed network connection"), "registrar gRPC server failed")
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, newChanSource()) }()
 	select {
@@ -273,7 +275,7 @@ func TestDriverFatalErrorStopsRun(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "fatal error: DRA gRPC server failed: accept unix dra.sock") {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(5 * time.Second):
 		t.Fatal("Run ignored a fatal error")
 	}
 }
@@ -290,13 +292,13 @@ func TestHealthRegistrationConcurrently(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		for i := 0; i < 20; i++ {
+		for i := 0; i < 200; i++ {
 			_, _ = reg.NotifyRegistrationStatus(context.Background(), &registerapi.RegistrationStatus{PluginRegistered: i%2 == 1, Error: "not now"})
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		for i := 0; i < 20; i++ {
+		for i := 0; i < 200; i++ {
 			_, _, _ = getHealth(addr, "/healthz")
 			_, _, _ = getHealth(addr, "/readyz")
 		}
