@@ -31,7 +31,8 @@ const (
 )
 
 // Check is one condition of liveness or readiness: nil when it holds, else
-// a sentence saying what is wrong and what to do.
+// a sentence saying what is wrong and what to do, or several joined by
+// errors.Join.
 type Check func(ctx context.Context) error
 
 // Endpoints serves /healthz (the Live checks) and /readyz (the Live and
@@ -57,7 +58,9 @@ func (e *Endpoints) Handler() http.Handler {
 	return mux
 }
 
-// Reasons runs checks and returns the reasons of those that fail.
+// Reasons runs checks and returns the reasons of those that fail. Checks
+// that do not return within the timeout are a reason too: a check that
+// blocks means a stuck plugin.
 func (e *Endpoints) Reasons(ctx context.Context, checks []Check) []string {
 	timeout := e.Timeout
 	if timeout <= 0 {
@@ -65,13 +68,42 @@ func (e *Endpoints) Reasons(ctx context.Context, checks []Check) []string {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var reasons []string
-	for _, c := range checks {
-		if err := c(ctx); err != nil {
-			reasons = append(reasons, err.Error())
+	var (
+		mu      sync.Mutex
+		reasons []string
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, c := range checks {
+			if err := c(ctx); err != nil {
+				mu.Lock()
+				// A check with several reasons joins them (errors.Join).
+				reasons = append(reasons, strings.Split(err.Error(), "\n")...)
+				mu.Unlock()
+			}
 		}
+	}()
+	// A check that ends with ctx gets a little longer to say why.
+	t := time.NewTimer(timeout + timeout/4)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
 	}
-	return reasons
+	finished := false
+	select {
+	case <-done:
+		finished = true
+	default:
+	}
+	mu.Lock()
+	out := append([]string(nil), reasons...)
+	mu.Unlock()
+	if !finished {
+		out = append(out, fmt.Sprintf("the health checks did not finish within %s: the plugin is stuck; a restart starts it afresh", timeout))
+	}
+	return out
 }
 
 func (e *Endpoints) answer(w http.ResponseWriter, r *http.Request, verdict string, checks []Check) {
@@ -130,15 +162,12 @@ func (w *LockWatch) Held() (string, time.Duration) {
 	return w.holder, time.Since(w.since)
 }
 
-// Check returns an error naming lock and its holder when the lock has been
-// held for longer than limit.
-func (w *LockWatch) Check(lock string, limit time.Duration) error {
-	holder, d := w.Held()
-	if holder == "" || d <= limit {
-		return nil
-	}
-	return fmt.Errorf("%s has been held by %s for %s, longer than any wait the plugin does on purpose (%s)",
-		lock, holder, d.Round(time.Second), limit)
+// Stuck reports the holder and for how long, when the lock has been held
+// for longer than limit: the one rule of both modes. The caller words the
+// error, since only it knows what the holder may be stuck in.
+func (w *LockWatch) Stuck(limit time.Duration) (holder string, held time.Duration, stuck bool) {
+	holder, held = w.Held()
+	return holder, held.Round(time.Second), holder != "" && held > limit
 }
 
 // CallUnix connects to the gRPC server on the unix socket at path and runs
