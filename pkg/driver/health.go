@@ -105,9 +105,9 @@ func (d *Driver) checkRegistrationRejected(context.Context) error {
 }
 
 func (d *Driver) checkStateLock(context.Context) error {
-	if err := d.state.lockWatch.Check("the claim state lock", d.health.lockLimit); err != nil {
-		return fmt.Errorf("%w: the plugin is stuck, most likely in a disk write to %s or %s that does not return (look for hung tasks in the node's kernel log); a restart frees the lock",
-			err, d.state.CDIDir(), d.state.dataDir)
+	if holder, held, stuck := d.state.lockWatch.Stuck(d.health.lockLimit); stuck {
+		return fmt.Errorf("the claim state lock has been held by %s for %s, longer than any wait the plugin does on purpose (%s): the plugin is stuck, most likely in a disk write to %s or %s that does not return (look for hung tasks in the node's kernel log); a restart frees the lock",
+			holder, held, d.health.lockLimit, d.state.CDIDir(), d.state.dataDir)
 	}
 	return nil
 }
