@@ -93,7 +93,7 @@ func TestHealthReadinessReasons(t *testing.T) {
 	client.PrependReactor("create", "resourceslices", func(k8stesting.Action) (bool, runtime.Object, error) {
 		if refuse.Load() {
 			return true, nil, apierrors.NewForbidden(resourceapi.Resource("resourceslices"), "",
-				errors.New("ValidatingAdmissionPolicy 'power-dev-plugin-resourceslices' denied request"))
+				errors.New("ValidatingAdmissionPolicy 'resourceslices.power-dev-plugin.io' denied request"))
 		}
 		return false, nil, nil
 	})
@@ -114,7 +114,7 @@ func TestHealthReadinessReasons(t *testing.T) {
 
 	e.src.ch <- inventoryForTest(groupForTest("null", charDeviceForTest("null", "/dev/null", 1, 3)))
 	body := waitHealth(t, addr, "/readyz", http.StatusServiceUnavailable,
-		"- ResourceSlices not accepted by the API server: ", "ValidatingAdmissionPolicy 'power-dev-plugin-resourceslices' denied request")
+		"- ResourceSlices not accepted by the API server: ", "ValidatingAdmissionPolicy 'resourceslices.power-dev-plugin.io' denied request")
 	if strings.Contains(body, "registered") || strings.Contains(body, "devices not published") {
 		t.Errorf("reasons that no longer hold:\n%s", body)
 	}
