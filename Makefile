@@ -148,7 +148,7 @@ image-verify: ## check the image archive: platforms, configs, a root-owned 0755 
 # --- e2e suite ---
 # The cluster tests (test/e2e/README.md): the image from `make image` (this machine's architecture only),
 # the cluster above, the driver installed with the shipped kustomize overlay (patched by test/e2e/overlay),
-# loop devices for the node, then the thirteen scenarios. Needs root. The cluster stays up afterwards (a second run
+# loop devices for the node, then the eighteen scenarios. Needs root. The cluster stays up afterwards (a second run
 # takes a few minutes) unless E2E_DOWN=1. E2E_ONLY=REGEXP runs some scenarios only.
 .PHONY: e2e demo
 e2e: ## run the cluster test suite (builds and starts the e2e cluster if needed)

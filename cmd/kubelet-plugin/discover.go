@@ -41,9 +41,10 @@ type discoverReport struct {
 
 // reportExclusion is a device left out, why, and what an admin can do.
 type reportExclusion struct {
-	Path   string `json:"path"`
-	Reason string `json:"reason"`
-	Advice string `json:"advice,omitempty"`
+	Path     string `json:"path"`
+	Identity string `json:"identity,omitempty"`
+	Reason   string `json:"reason"`
+	Advice   string `json:"advice,omitempty"`
 }
 
 type reportDevice struct {
@@ -132,7 +133,7 @@ func loadConfig(ctx context.Context, path string) (*v1alpha1.DiscoveryConfig, er
 func buildReport(inv *discovery.Inventory) *discoverReport {
 	rep := &discoverReport{Devices: []reportDevice{}, Excluded: []reportExclusion{}, Groups: []reportGroup{}, Warnings: inv.Warnings}
 	for _, e := range inv.Excluded {
-		rep.Excluded = append(rep.Excluded, reportExclusion{Path: e.Path, Reason: e.Reason, Advice: discovery.Advice(e.Reason)})
+		rep.Excluded = append(rep.Excluded, reportExclusion{Path: e.Path, Identity: e.Identity, Reason: e.Reason, Advice: discovery.Advice(e.Reason)})
 	}
 	for gi := range inv.Groups {
 		g := &inv.Groups[gi]
@@ -252,7 +253,7 @@ func writeAdvice(w io.Writer, excluded []reportExclusion) error {
 // details lists the identifying attributes of a device in one cell.
 func details(d reportDevice) string {
 	var parts []string
-	keys := []string{"model", "vendor", "serial", "wwn", "dmName", "parent", "fsType"}
+	keys := []string{"identity", "model", "vendor", "serial", "wwn", "dmName", "parent", "fsType"}
 	for _, k := range keys {
 		if v, ok := d.Attributes[k].(string); ok && v != "" {
 			parts = append(parts, k+"="+v)

@@ -81,7 +81,7 @@ func (h *hostFS) markLoops(st *useState, mounts []mount, devFS map[uint64]bool) 
 		if d.info.Kind != KindLoop {
 			continue
 		}
-		file := h.loopBackingFile(d.info.KernelName)
+		file := h.backingOf(d)
 		if file == "" {
 			continue
 		}

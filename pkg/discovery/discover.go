@@ -60,6 +60,7 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	h.fillIdentities(blocks)
 	chars := h.scanChar(ctx, cfg, blocks)
 	var aliases map[uint64]*blockAlias
 	if len(chars) > 0 {
@@ -105,8 +106,8 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 			reserved = append(reserved, g.Name)
 		}
 	}
-	exclude := func(p, reason string) {
-		inv.Excluded = append(inv.Excluded, Exclusion{Path: p, Reason: reason})
+	exclude := func(p, reason string, t v1alpha1.DeviceType, major, minor uint32, id string) {
+		inv.Excluded = append(inv.Excluded, Exclusion{Path: p, Reason: reason, Type: t, Major: major, Minor: minor, Identity: id})
 	}
 
 	var paths []string
@@ -139,7 +140,11 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 			reason = reasonNotIncluded
 		}
 		if reason != "" {
-			exclude(d.path, reason)
+			major, minor := d.sysMajor, d.sysMinor
+			if !d.sysDevOK {
+				major, minor = d.major, d.minor
+			}
+			exclude(d.path, reason, v1alpha1.DeviceTypeBlock, major, minor, d.identity)
 			continue
 		}
 		info := d.info
@@ -147,13 +152,14 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 		info.Slaves = slices.Clone(d.info.Slaves)
 		info.Under = slices.Clone(d.info.Under)
 		inv.Groups[gi].Devices = append(inv.Groups[gi].Devices, Device{
-			Group:   cfg.Groups[gi].Name,
-			Path:    d.path,
-			Type:    v1alpha1.DeviceTypeBlock,
-			Major:   d.major,
-			Minor:   d.minor,
-			Aliases: slices.Clone(d.aliases),
-			Block:   &info,
+			Group:    cfg.Groups[gi].Name,
+			Path:     d.path,
+			Type:     v1alpha1.DeviceTypeBlock,
+			Major:    d.major,
+			Minor:    d.minor,
+			Identity: d.identity,
+			Aliases:  slices.Clone(d.aliases),
+			Block:    &info,
 
 			InUseAllowed: ok,
 		})
@@ -174,17 +180,19 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 		case gi < 0:
 			reason = reasonNotIncluded
 		}
+		id := shortIdentity(idPath + c.path)
 		if reason != "" {
-			exclude(c.path, reason)
+			exclude(c.path, reason, v1alpha1.DeviceTypeChar, c.major, c.minor, id)
 			continue
 		}
 		inv.Groups[gi].Devices = append(inv.Groups[gi].Devices, Device{
-			Group:   cfg.Groups[gi].Name,
-			Path:    c.path,
-			Type:    v1alpha1.DeviceTypeChar,
-			Major:   c.major,
-			Minor:   c.minor,
-			Aliases: slices.Clone(c.aliases),
+			Group:    cfg.Groups[gi].Name,
+			Path:     c.path,
+			Type:     v1alpha1.DeviceTypeChar,
+			Major:    c.major,
+			Minor:    c.minor,
+			Identity: id,
+			Aliases:  slices.Clone(c.aliases),
 		})
 		paths = append(paths, c.path)
 	}

@@ -245,61 +245,61 @@ func TestDiscoverDeviceDetails(t *testing.T) {
 		inv := discoverTree(t, tr, cfg)
 		mpathID := "/dev/disk/by-id/dm-uuid-mpath-3600507681081818c1800000000000042"
 		want := []Device{{
-			Name: "sda", Group: "all", Path: "/dev/sda", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 0,
+			Name: "sda", Group: "all", Path: "/dev/sda", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 0, Identity: "wwn:naa.5000c500a1b2c3d4",
 			Aliases: []string{"/dev/disk/by-id/ata-QEMU_HARDDISK_SER-A", "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"},
 			Block: &BlockInfo{KernelName: "sda", Kind: KindDisk, SizeBytes: 100 * gib, Model: "QEMU HARDDISK",
 				Vendor: "ATA", Serial: "SER-A", WWN: "naa.5000c500a1b2c3d4", Rotational: true,
 				ByID: []string{"/dev/disk/by-id/ata-QEMU_HARDDISK_SER-A", "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"}},
 			InUseAllowed: true, // listed in allowInUse
 		}, {
-			Name: "sda3", Group: "all", Path: "/dev/sda3", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 3,
+			Name: "sda3", Group: "all", Path: "/dev/sda3", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 3, Identity: "wwn:naa.5000c500a1b2c3d4-part3",
 			Block: &BlockInfo{KernelName: "sda3", Kind: KindPartition, SizeBytes: 10 * gib, Model: "QEMU HARDDISK",
 				Vendor: "ATA", Rotational: true, Parent: "sda", Under: []string{"sda"}},
 		}, {
-			Name: "sdb", Group: "all", Path: "/dev/sdb", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 16,
+			Name: "sdb", Group: "all", Path: "/dev/sdb", Type: v1alpha1.DeviceTypeBlock, Major: 8, Minor: 16, Identity: "serial:P1",
 			Aliases: []string{"/dev/disk/by-id/scsi-3600507681081818c1800000000000042"},
 			Block: &BlockInfo{KernelName: "sdb", Kind: KindDisk, SizeBytes: 200 * gib, Model: "FlashSystem-9840",
 				Vendor: "IBM", Serial: "P1",
 				ByID: []string{"/dev/disk/by-id/scsi-3600507681081818c1800000000000042"}},
 			InUseAllowed: true,
 		}, {
-			Name: "dm-1", Group: "all", Path: "/dev/dm-1", Type: v1alpha1.DeviceTypeBlock, Major: 253, Minor: 1,
+			Name: "dm-1", Group: "all", Path: "/dev/dm-1", Type: v1alpha1.DeviceTypeBlock, Major: 253, Minor: 1, Identity: "dm-uuid:mpath-3600507681081818c1800000000000042",
 			Aliases: []string{mpathID, "/dev/mapper/mpatha"},
 			Block: &BlockInfo{KernelName: "dm-1", Kind: KindMpath, SizeBytes: 200 * gib, DMName: "mpatha",
 				DMUUID: "mpath-3600507681081818c1800000000000042", ByID: []string{mpathID},
 				Slaves: []string{"sdb", "sdc"}, Under: []string{"sdb", "sdc"}},
 		}, {
-			Name: "dm-2", Group: "all", Path: "/dev/dm-2", Type: v1alpha1.DeviceTypeBlock, Major: 253, Minor: 2,
+			Name: "dm-2", Group: "all", Path: "/dev/dm-2", Type: v1alpha1.DeviceTypeBlock, Major: 253, Minor: 2, Identity: "dm-uuid:LVM-abcdefDATA",
 			Aliases: []string{"/dev/mapper/vg-data-lv"},
 			Block: &BlockInfo{KernelName: "dm-2", Kind: KindLVM, SizeBytes: 20 * gib, DMName: "vg-data-lv",
 				DMUUID: "LVM-abcdefDATA", Slaves: []string{"sdd1"}, Under: []string{"sdd", "sdd1"}},
 		}, {
-			Name: "md0", Group: "all", Path: "/dev/md0", Type: v1alpha1.DeviceTypeBlock, Major: 9, Minor: 0,
+			Name: "md0", Group: "all", Path: "/dev/md0", Type: v1alpha1.DeviceTypeBlock, Major: 9, Minor: 0, Identity: "kname:md0",
 			Block: &BlockInfo{KernelName: "md0", Kind: KindMD, SizeBytes: 5 * gib, Slaves: []string{"sdj", "sdk"}, Under: []string{"sdj", "sdk"}},
 		}, {
-			Name: "nvme0n1", Group: "all", Path: "/dev/nvme0n1", Type: v1alpha1.DeviceTypeBlock, Major: 259, Minor: 0,
+			Name: "nvme0n1", Group: "all", Path: "/dev/nvme0n1", Type: v1alpha1.DeviceTypeBlock, Major: 259, Minor: 0, Identity: "wwn:eui.0025388b91c7c3a1",
 			Aliases: []string{"/dev/disk/by-id/nvme-eui.0025388b91c7c3a1"},
 			Block: &BlockInfo{KernelName: "nvme0n1", Kind: KindDisk, SizeBytes: 512 * gib, Model: "Samsung SSD 970",
 				Serial: "S4EWNX0R123456", WWN: "eui.0025388b91c7c3a1",
 				ByID: []string{"/dev/disk/by-id/nvme-eui.0025388b91c7c3a1"}},
 		}, {
-			Name: "nvme0n1p1", Group: "all", Path: "/dev/nvme0n1p1", Type: v1alpha1.DeviceTypeBlock, Major: 259, Minor: 1,
+			Name: "nvme0n1p1", Group: "all", Path: "/dev/nvme0n1p1", Type: v1alpha1.DeviceTypeBlock, Major: 259, Minor: 1, Identity: "wwn:eui.0025388b91c7c3a1-part1",
 			Block: &BlockInfo{KernelName: "nvme0n1p1", Kind: KindPartition, SizeBytes: 512 * gib,
 				Model: "Samsung SSD 970", Parent: "nvme0n1", Under: []string{"nvme0n1"}},
 		}, {
-			Name: "loop0", Group: "all", Path: "/dev/loop0", Type: v1alpha1.DeviceTypeBlock, Major: 7, Minor: 0,
+			Name: "loop0", Group: "all", Path: "/dev/loop0", Type: v1alpha1.DeviceTypeBlock, Major: 7, Minor: 0, Identity: "kname:loop0",
 			Block: &BlockInfo{KernelName: "loop0", Kind: KindLoop, SizeBytes: 16 * mib},
 		}, {
-			Name: "cciss-c0d0", Group: "all", Path: "/dev/cciss/c0d0", Type: v1alpha1.DeviceTypeBlock, Major: 104, Minor: 0,
+			Name: "cciss-c0d0", Group: "all", Path: "/dev/cciss/c0d0", Type: v1alpha1.DeviceTypeBlock, Major: 104, Minor: 0, Identity: "kname:cciss!c0d0",
 			Block: &BlockInfo{KernelName: "cciss!c0d0", Kind: KindDisk, SizeBytes: 70 * gib},
 		}, {
-			Name: "accel0", Group: "all", Path: "/dev/accel0", Type: v1alpha1.DeviceTypeChar, Major: 240, Minor: 0,
+			Name: "accel0", Group: "all", Path: "/dev/accel0", Type: v1alpha1.DeviceTypeChar, Major: 240, Minor: 0, Identity: "path:/dev/accel0",
 			Aliases: []string{"/dev/accel/by-name/gzip"},
 		}, {
-			Name: "ttys0", Group: "all", Path: "/dev/ttys0", Type: v1alpha1.DeviceTypeChar, Major: 3, Minor: 48,
+			Name: "ttys0", Group: "all", Path: "/dev/ttys0", Type: v1alpha1.DeviceTypeChar, Major: 3, Minor: 48, Identity: "path:/dev/ttys0",
 		}, {
 			Name: "ttys0-" + hash6("/dev/ttyS0"), Group: "all", Path: "/dev/ttyS0", Type: v1alpha1.DeviceTypeChar,
-			Major: 4, Minor: 64,
+			Major: 4, Minor: 64, Identity: "path:/dev/ttyS0",
 		}}
 		for _, w := range want {
 			got := findDevice(inv, w.Path)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"regexp"
 	"sort"
+	"strings"
 	"testing"
 
 	"k8s.io/klog/v2/ktesting"
@@ -96,6 +97,7 @@ func checkInvariants(t *testing.T, cfg *v1alpha1.DiscoveryConfig, inv *Inventory
 			if (d.Type == v1alpha1.DeviceTypeBlock) != (d.Block != nil) {
 				t.Errorf("%s: type %s with block info %v", d.Path, d.Type, d.Block)
 			}
+			checkIdentity(t, d.Path, d.Type, d.Identity)
 		}
 	}
 	if !sort.SliceIsSorted(inv.Excluded, func(a, b int) bool { return inv.Excluded[a].Path < inv.Excluded[b].Path }) {
@@ -109,6 +111,21 @@ func checkInvariants(t *testing.T, cfg *v1alpha1.DiscoveryConfig, inv *Inventory
 			t.Errorf("path %s listed twice", e.Path)
 		}
 		seenPath[e.Path] = "excluded"
+		checkIdentity(t, e.Path, e.Type, e.Identity)
+	}
+}
+
+// checkIdentity checks what every device discovery saw carries: an
+// identity that fits an attribute, a character device's made of its path.
+func checkIdentity(t *testing.T, p string, typ v1alpha1.DeviceType, id string) {
+	t.Helper()
+	switch {
+	case id == "" || len(id) > MaxIdentityLen:
+		t.Errorf("%s: identity %q is empty or longer than %d bytes", p, id, MaxIdentityLen)
+	case typ == v1alpha1.DeviceTypeChar && !strings.HasPrefix(id, "path:"):
+		t.Errorf("%s: character device with identity %q", p, id)
+	case typ != v1alpha1.DeviceTypeChar && typ != v1alpha1.DeviceTypeBlock:
+		t.Errorf("%s: type %q", p, typ)
 	}
 }
 

@@ -118,6 +118,10 @@ func (h *hostFS) checkStacks(ctx context.Context, cfg *v1alpha1.DiscoveryConfig,
 				continue
 			default:
 				d.info.FSType = e.fsType
+				if !e.ids.empty() {
+					ids := e.ids
+					d.udev = &ids
+				}
 				if desc := stackOf(e.fsType, e.fsUsage); desc != "" {
 					stacks[k] = newStackHit(desc, e.fsType, "from udev")
 				}

@@ -24,7 +24,12 @@ type blockDev struct {
 	sysMajor, sysMinor uint32
 	sysDevOK           bool
 
-	hidden     bool
+	hidden bool
+	// backingRead: backing holds a loop device's backing file (identity.go).
+	backingRead bool
+	// partNo is a partition's number; 0 when unknown.
+	partNo uint16
+
 	holders    []string // kernel names, sorted
 	partitions []string // kernel names, sorted
 	// aliases are /dev/mapper and /dev/disk/by-id paths, sorted.
@@ -34,6 +39,12 @@ type blockDev struct {
 	major, minor uint32
 	// nodeProblem is why the node cannot be published ("" when fine).
 	nodeProblem string
+
+	// For the identity (identity.go): what the udev database says (nil
+	// when nothing), a loop device's backing file, and the result.
+	udev     *udevIDs
+	backing  string
+	identity string
 }
 
 // devPathOf maps a kernel name to its /dev path: sysfs writes "/" as "!".
@@ -129,7 +140,10 @@ func (h *hostFS) readBlock(kname string) *blockDev {
 	d.info.ReadOnly = sd.is1("ro")
 	d.holders = sd.links("holders")
 
-	_, isPart := sd.raw("partition")
+	partNo, isPart := sd.raw("partition")
+	if isPart {
+		d.partNo = parseSmallUint(partNo)
+	}
 	switch {
 	case isPart:
 		d.info.Kind = KindPartition

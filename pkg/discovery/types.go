@@ -17,6 +17,11 @@ type Device struct {
 	// Major and Minor are read from the device node itself.
 	Major uint32 `json:"major"`
 	Minor uint32 `json:"minor"`
+	// Identity says which device this is whatever its kernel name and
+	// numbers: "wwn:naa.5000c500a1b2c3d4", "dm-uuid:mpath-3600...",
+	// "loop:/var/lib/x.img:inode=1234", "path:/dev/fuse"; at most
+	// MaxIdentityLen bytes. See IdentityIsStable.
+	Identity string `json:"identity"`
 	// Aliases are other host paths of the same node: /dev/mapper/<name> and
 	// /dev/disk/by-id links. Sorted.
 	Aliases []string `json:"aliases,omitempty"`
@@ -90,6 +95,15 @@ type Group struct {
 type Exclusion struct {
 	Path   string `json:"path"`
 	Reason string `json:"reason"`
+	// Type, Major, Minor and Identity say what device the path is now, as
+	// for a published Device (the numbers are sysfs's for block devices),
+	// so that a claim that holds a device which is now left out (its own
+	// pod put LVM on it) still finds it. Empty where discovery did not
+	// look (BuildResources' withheld devices).
+	Type     v1alpha1.DeviceType `json:"type,omitempty"`
+	Major    uint32              `json:"major,omitempty"`
+	Minor    uint32              `json:"minor,omitempty"`
+	Identity string              `json:"identity,omitempty"`
 }
 
 // Inventory is the result of one discovery pass.

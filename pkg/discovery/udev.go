@@ -81,6 +81,8 @@ type udevEntry struct {
 	multipath string
 	// notReady is SYSTEMD_READY=0: the device is not to be used yet.
 	notReady bool
+	// ids are what udev knows of the device's identity.
+	ids udevIDs
 }
 
 // udevLookup reads the entry of block device major:minor. found is false
@@ -114,6 +116,20 @@ func (h *hostFS) udevLookup(major, minor uint32) (e udevEntry, found bool, err e
 			e.multipath = string(v)
 		case "SYSTEMD_READY":
 			e.notReady = string(v) == "0"
+		case "ID_WWN_WITH_EXTENSION":
+			e.ids.wwn = string(v)
+		case "ID_WWN":
+			if e.ids.wwn == "" {
+				e.ids.wwn = string(v)
+			}
+		case "ID_SERIAL_SHORT":
+			e.ids.serial = string(v)
+		case "ID_PATH":
+			e.ids.path = string(v)
+		case "ID_PART_ENTRY_UUID":
+			e.ids.partUUID = string(v)
+		case "MD_UUID":
+			e.ids.mdUUID = string(v)
 		}
 	}
 	return e, true, nil

@@ -36,6 +36,10 @@ const (
 	AttrDMName     resourceapi.QualifiedName = "dmName"
 	AttrDMUUID     resourceapi.QualifiedName = "dmUUID"
 	AttrParent     resourceapi.QualifiedName = "parent"
+	// AttrIdentity is discovery.Device.Identity: which device this is,
+	// whatever its kernel name ("wwn:naa.5000c500a1b2c3d4"); "" on a
+	// bundle, which is no one device.
+	AttrIdentity resourceapi.QualifiedName = "identity"
 	// AttrFSType is the file system (or other signature) blkid finds on a
 	// block device: ext4, xfs, btrfs, swap...; "" for none, so a class can
 	// select blank disks with fsType == "".
@@ -111,6 +115,7 @@ func DeviceAttributes(d *discovery.Device) map[resourceapi.QualifiedName]resourc
 		AttrDMName:     strAttr(b.DMName),
 		AttrDMUUID:     strAttr(b.DMUUID),
 		AttrParent:     strAttr(b.Parent),
+		AttrIdentity:   strAttr(d.Identity),
 		AttrFSType:     strAttr(b.FSType),
 		AttrRotational: boolAttr(b.Rotational),
 		AttrRemovable:  boolAttr(b.Removable),

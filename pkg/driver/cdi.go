@@ -88,8 +88,12 @@ type PreparedClaim struct {
 	// Recovered marks an entry rebuilt from its CDI spec file after the
 	// checkpoint was lost: requests, groups and the allocation
 	// fingerprint are unknown.
-	Recovered bool             `json:"recovered,omitempty"`
-	Devices   []PreparedDevice `json:"devices"`
+	Recovered bool `json:"recovered,omitempty"`
+	// BootID is the boot in which the nodes' numbers were last found to
+	// belong to their identities (prepared, or checked again); empty when
+	// unknown. Numbers of another boot mean nothing until checked again.
+	BootID  string           `json:"bootID,omitempty"`
+	Devices []PreparedDevice `json:"devices"`
 }
 
 // PreparedDevice is a PlannedDevice with its CDI device ID.

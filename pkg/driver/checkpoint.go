@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -17,19 +18,27 @@ import (
 // the kubelet's Unprepare call only carries the claim's UID and name. It is
 // one JSON file in the plugin's data directory:
 //
-//	{"version":"v1","checksum":"crc32c:1a2b3c4d","data":{"claims":{"<uid>":{...PreparedClaim...}}}}
+//	{"version":"v2","checksum":"crc32c:1a2b3c4d","data":{"claims":{"<uid>":{...PreparedClaim...}}}}
 //
 // The checksum is CRC-32C (Castagnoli) over the exact bytes of "data" as
 // they appear in the file. The file is replaced atomically: written to a
 // temp file in the same directory, fsynced, renamed over the old one, and
 // the directory fsynced, so after a crash the file is either the old or
 // the new checkpoint, never a mix.
+//
+// Version v2 adds each node's identity and each claim's boot ID. v1, which
+// the release before wrote, is read too (its claims have neither; see
+// State) and rewritten as v2. A v1 reader refuses v2 as a version it does
+// not know rather than read it without the identities: see docs/design.md
+// on downgrades.
 
 const (
 	// CheckpointFileName is the checkpoint's name in the data directory.
 	CheckpointFileName = "checkpoint.json"
-	// CheckpointVersion is the only version this plugin reads and writes.
-	CheckpointVersion = "v1"
+	// CheckpointVersion is the version this plugin writes.
+	CheckpointVersion = "v2"
+	// checkpointV1 is the version before node identities, still read.
+	checkpointV1 = "v1"
 
 	checksumPrefix = "crc32c:"
 )
@@ -87,51 +96,67 @@ func encodeCheckpointData(cp *Checkpoint) ([]byte, error) {
 // checkpoint. It also returns the raw data bytes, which let a caller skip
 // rewriting an unchanged checkpoint.
 func LoadCheckpoint(path string) (*Checkpoint, []byte, error) {
+	cp, raw, _, err := loadCheckpointFile(path)
+	return cp, raw, err
+}
+
+// checkpointMeta is what the file says besides its data.
+type checkpointMeta struct {
+	version string
+	modTime time.Time
+}
+
+func loadCheckpointFile(path string) (*Checkpoint, []byte, checkpointMeta, error) {
+	var meta checkpointMeta
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return NewCheckpoint(), nil, nil
+		return NewCheckpoint(), nil, meta, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("read checkpoint: %w", err)
+		return nil, nil, meta, fmt.Errorf("read checkpoint: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		meta.modTime = fi.ModTime()
 	}
 	corrupt := func(format string, args ...any) error {
 		return &CorruptCheckpointError{Path: path, Reason: fmt.Sprintf(format, args...)}
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, nil, corrupt("the file is empty")
+		return nil, nil, meta, corrupt("the file is empty")
 	}
 	var f checkpointFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, nil, corrupt("not valid JSON: %v", err)
+		return nil, nil, meta, corrupt("not valid JSON: %v", err)
 	}
-	if f.Version != CheckpointVersion {
+	if f.Version != CheckpointVersion && f.Version != checkpointV1 {
 		if f.Version == "" {
-			return nil, nil, corrupt("no version field")
+			return nil, nil, meta, corrupt("no version field")
 		}
-		return nil, nil, corrupt("version %q is not supported (this plugin reads %q; was it written by a newer plugin?)", f.Version, CheckpointVersion)
+		return nil, nil, meta, corrupt("version %q is not supported (this plugin reads %q and %q; was it written by a newer plugin?)", f.Version, CheckpointVersion, checkpointV1)
 	}
+	meta.version = f.Version
 	if len(f.Data) == 0 {
-		return nil, nil, corrupt("no data field")
+		return nil, nil, meta, corrupt("no data field")
 	}
 	if got := checksum(f.Data); f.Checksum != got {
-		return nil, nil, corrupt("checksum mismatch: the file says %q, the data hashes to %q", f.Checksum, got)
+		return nil, nil, meta, corrupt("checksum mismatch: the file says %q, the data hashes to %q", f.Checksum, got)
 	}
 	cp := NewCheckpoint()
 	if err := json.Unmarshal(f.Data, cp); err != nil {
-		return nil, nil, corrupt("data does not decode: %v", err)
+		return nil, nil, meta, corrupt("data does not decode: %v", err)
 	}
 	if cp.Claims == nil {
 		cp.Claims = map[types.UID]*PreparedClaim{}
 	}
 	for uid, pc := range cp.Claims {
 		if pc == nil {
-			return nil, nil, corrupt("claim %s has no entry", uid)
+			return nil, nil, meta, corrupt("claim %s has no entry", uid)
 		}
 		if pc.UID != uid {
-			return nil, nil, corrupt("claim %s is recorded under UID %q", uid, pc.UID)
+			return nil, nil, meta, corrupt("claim %s is recorded under UID %q", uid, pc.UID)
 		}
 	}
-	return cp, []byte(f.Data), nil
+	return cp, []byte(f.Data), meta, nil
 }
 
 // SaveCheckpoint replaces the checkpoint at path atomically and durably.

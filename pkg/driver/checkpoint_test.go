@@ -44,7 +44,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		t.Fatal(err)
 	}
-	if string(f["version"]) != `"v1"` || !strings.HasPrefix(string(f["checksum"]), `"crc32c:`) || f["data"] == nil {
+	if string(f["version"]) != `"v2"` || !strings.HasPrefix(string(f["checksum"]), `"crc32c:`) || f["data"] == nil {
 		t.Errorf("file = %s", b)
 	}
 	fi, _ := os.Stat(path)
@@ -96,15 +96,15 @@ func ptCorruptions(t testing.TB) []struct {
 			return []byte(strings.Replace(string(g), `"device":"mp-all"`, `"device":"mp-alx"`, 1))
 		}, "is corrupt: checksum mismatch: the file says \"crc32c:"},
 		{"future version", func(g []byte) []byte {
-			return []byte(strings.Replace(string(g), `"version":"v1"`, `"version":"v2"`, 1))
-		}, `is corrupt: version "v2" is not supported (this plugin reads "v1"; was it written by a newer plugin?)`},
+			return []byte(strings.Replace(string(g), `"version":"v2"`, `"version":"v3"`, 1))
+		}, `is corrupt: version "v3" is not supported (this plugin reads "v2" and "v1"; was it written by a newer plugin?)`},
 		{"no version", func(g []byte) []byte {
-			return []byte(strings.Replace(string(g), `"version":"v1",`, ``, 1))
+			return []byte(strings.Replace(string(g), `"version":"v2",`, ``, 1))
 		}, "is corrupt: no version field"},
-		{"no data", func([]byte) []byte { return []byte(`{"version":"v1","checksum":"crc32c:00000000"}`) }, "is corrupt: no data field"},
+		{"no data", func([]byte) []byte { return []byte(`{"version":"v2","checksum":"crc32c:00000000"}`) }, "is corrupt: no data field"},
 		{"data of the wrong shape", func([]byte) []byte {
 			data := `{"claims":[1,2]}`
-			return []byte(`{"version":"v1","checksum":"` + checksum([]byte(data)) + `","data":` + data + `}`)
+			return []byte(`{"version":"v2","checksum":"` + checksum([]byte(data)) + `","data":` + data + `}`)
 		}, "is corrupt: data does not decode"},
 		{"entry under the wrong UID", func([]byte) []byte {
 			data := `{"claims":{"a":{"uid":"b","devices":[]}}}`

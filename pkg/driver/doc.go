@@ -13,6 +13,8 @@
 //     capacity of attributes.go: group, path, type, major, minor and, for
 //     block devices, kind, model, vendor, serial, wwn, dmName, dmUUID,
 //     parent, fsType, rotational, removable, readOnly and the capacity size;
+//     and identity, which says which device it is whatever its name (a
+//     claim's nodes are pinned by it: restore.go);
 //   - a bundle group becomes a single device (Group.BundleName) that stands
 //     for all of its nodes, with attributes bundle, nodes and the summed size.
 //     A claim holds at most 32 devices (AllocationResultsMaxSize), so a

@@ -104,7 +104,8 @@ type Driver struct {
 var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
 
 // Start reconciles the checkpoint with the CDI directory and registers the
-// plugin with the kubelet. Devices are published once Run receives the first
+// plugin with the kubelet. Devices are published, and the CDI specs of
+// prepared claims restored (State.Restore), once Run receives the first
 // inventory.
 func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	d := &Driver{invSignal: make(chan struct{}), fatal: make(chan error, 1)}
@@ -144,7 +145,9 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	}
 	d.state = state
 	if err := state.Reconcile(ctx); err != nil {
-		return nil, fmt.Errorf("reconcile prepared claims with %s: %w", d.opts.cdiDir, err)
+		// Register anyway: Unprepare must stay possible, and only the
+		// claims concerned fail their Prepare (Restore retries).
+		logger.Error(err, "Reconciling prepared claims with the CDI directory failed; starting anyway", "cdiDir", state.CDIDir())
 	}
 	if d.opts.claims == nil {
 		d.opts.claims = NewClaimReader(d.opts.client, d.opts.nodeName)
@@ -219,10 +222,14 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 	}
 
 	srcErr := make(chan error, 1)
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		srcErr <- src.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		d.restoreLoop(ctx)
 	}()
 
 	updates := src.Updates()
@@ -425,6 +432,7 @@ func (d *Driver) healthReport(inv *discovery.Inventory, now time.Time) kubeletpl
 			Message: "the device is no longer on the node",
 		})
 	}
+	markProblems(devs, d.state.DeviceProblems())
 	return kubeletplugin.DeviceHealthReport{Devices: devs}
 }
 

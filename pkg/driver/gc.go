@@ -235,6 +235,7 @@ func (s *State) unprepareStale(ctx context.Context, pc *PreparedClaim) (bool, er
 	if err := ss.save(); err != nil {
 		return false, err
 	}
+	s.clearProblem(pc.UID)
 	obj := kubeletplugin.NamespacedObject{UID: pc.UID}
 	obj.Namespace, obj.Name = pc.Namespace, pc.Name
 	return true, s.removeSpecs(ctx, obj, cur)

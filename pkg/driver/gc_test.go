@@ -210,6 +210,9 @@ func TestStaleClaimsCollected(t *testing.T) {
 			old := ptClaim("old", ptResults(ptResult("disk", "loop0")))
 			keep := ptClaim("keep", ptResults(ptResult("disk", "loop1")))
 			e.prepared(t, old, keep)
+			// Its device was found gone after a reboot: reported unhealthy until the claim goes.
+			pc := e.s.Prepared()[old.UID]
+			e.s.setProblem(&pc, errors.New("device gone"))
 			tc.api(e.api, old)
 			// A pod that ended, and one on the same claim name in
 			// another namespace, do not keep it.
@@ -242,6 +245,9 @@ func TestStaleClaimsCollected(t *testing.T) {
 			}
 			if _, ok := e.s.Prepared()[old.UID]; ok {
 				t.Error("Prepared() still lists the stale claim")
+			}
+			if msg, ok := e.s.DeviceProblems()["loop0"]; ok {
+				t.Errorf("the collected claim's device is still reported unhealthy: %s", msg)
 			}
 			log := e.log.String()
 			if !strings.Contains(log, "Unprepared a stale claim") || !strings.Contains(log, tc.reason) || !strings.Contains(log, "default/old") {

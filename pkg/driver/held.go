@@ -20,9 +20,9 @@ import (
 //
 // What is not checked:
 //   - nodes that prev, the claim's own earlier record (recovered from its
-//     spec file, or of an older allocation), already gave the claim: its
-//     containers may hold them. A repeated Prepare of a claim as it is
-//     recorded never gets here.
+//     spec file, or of an older allocation) of this boot, already gave the
+//     claim: its containers may hold them. A repeated Prepare of a claim as
+//     it is recorded never gets here (restore.go checks it).
 //   - devices of shared groups: several claims use them at once by design,
 //     and one consumer's exclusive open (a filesystem it mounted) would make
 //     every later claim of the device fail.

@@ -64,6 +64,10 @@ type PlannedNode struct {
 	Type  string `json:"type"`
 	Major uint32 `json:"major"`
 	Minor uint32 `json:"minor"`
+	// Identity is the device's discovery.Device.Identity when the claim
+	// got it: HostPath, Major and Minor are where that device is now, and
+	// follow it when it moves (restore.go). Empty in checkpoints of v1.
+	Identity string `json:"identity,omitempty"`
 	// Permissions is the device cgroup access: a combination of r, w, m.
 	Permissions string `json:"permissions"`
 	// UID, GID and FileMode are left unset unless configured: the runtime
@@ -93,11 +97,14 @@ func PlanClaim(claim *resourceapi.ResourceClaim, nodeName string, inv *discovery
 
 // inventoryIndex maps published device names to what they stand for.
 type inventoryIndex struct {
+	inv    *discovery.Inventory
 	byName map[string]indexEntry
 	// overlaps maps a block node's key to the keys of the published nodes
 	// that share its blocks: a disk and its partitions, a device-mapper
 	// device and what it is built on.
 	overlaps map[string][]overlap
+	// seenIdx is built by seen (identity.go) when first needed.
+	seenIdx *seenIndex
 }
 
 // overlap is a published node that shares blocks with another.
@@ -113,7 +120,7 @@ type indexEntry struct {
 }
 
 func newInventoryIndex(inv *discovery.Inventory) *inventoryIndex {
-	idx := &inventoryIndex{byName: map[string]indexEntry{}, overlaps: map[string][]overlap{}}
+	idx := &inventoryIndex{inv: inv, byName: map[string]indexEntry{}, overlaps: map[string][]overlap{}}
 	if inv == nil {
 		return idx
 	}
@@ -386,6 +393,7 @@ func planNode(d *discovery.Device, perms v1alpha1.Permissions, cfg *v1alpha1.Dev
 		Type:          cdiType(d.Type),
 		Major:         d.Major,
 		Minor:         d.Minor,
+		Identity:      d.Identity,
 		Permissions:   string(perms),
 	}
 	if cfg == nil {

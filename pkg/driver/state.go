@@ -17,7 +17,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
 )
@@ -36,9 +35,10 @@ import (
 //
 // # Crash safety
 //
-// The invariant is: every claim in the checkpoint has its spec file (until
-// a reboot wipes the CDI dir, which Reconcile repairs), and a spec file of
-// this driver without a checkpoint entry is garbage that nothing uses.
+// The invariant is: every claim in the checkpoint has its spec file, for
+// its devices as they are now (until a reboot wipes the CDI dir or a device
+// moves or goes, which Restore repairs, or not: restore.go), and a spec file
+// of this driver without a checkpoint entry is garbage that nothing uses.
 //
 //   - Prepare writes the spec files first and the checkpoint last, and
 //     answers the kubelet only after both. A crash in between leaves spec
@@ -91,6 +91,14 @@ type State struct {
 	// waiting for a device to be released waits on it (wait.go).
 	snapSignal chan struct{}
 
+	// problems are the recorded claims that cannot be prepared now, and
+	// why (restore.go; guarded by snapMu).
+	problems map[types.UID]claimProblem
+
+	// boot is the boot the plugin runs in (identity.go).
+	boot    bootInfo
+	bootErr error
+
 	// fault, when set by tests, is called at named points of Prepare,
 	// Unprepare and Reconcile; a test panics in it to simulate a crash.
 	fault func(point string)
@@ -114,6 +122,7 @@ type stateConfig struct {
 	hostRoot  string
 	inventory func() *discovery.Inventory
 	now       func() time.Time
+	boot      *bootInfo
 }
 
 // WithStateNodeName sets the node name, which is also the pool name of the
@@ -141,8 +150,15 @@ func WithStateInventory(f func() *discovery.Inventory) StateOption {
 // WithStateClock replaces time.Now (it names moved-aside checkpoints).
 func WithStateClock(now func() time.Time) StateOption { return func(c *stateConfig) { c.now = now } }
 
+// WithStateBoot sets the boot the plugin runs in instead of reading the
+// kernel's boot ID and the boot time from /proc (tests simulate a reboot
+// with it). See PreparedClaim.BootID.
+func WithStateBoot(id string, bootTime time.Time) StateOption {
+	return func(c *stateConfig) { c.boot = &bootInfo{id: id, time: bootTime} }
+}
+
 // NewState checks the options; it touches nothing on disk. Call Reconcile
-// once before serving the kubelet.
+// once before serving the kubelet, and Restore after every new inventory.
 func NewState(opts ...StateOption) (*State, error) {
 	cfg := stateConfig{cdiDir: DefaultCDIDir, dataDir: DefaultDataDir, now: time.Now}
 	for _, o := range opts {
@@ -171,6 +187,13 @@ func NewState(opts ...StateOption) (*State, error) {
 		return nil, err
 	}
 	dataDir := filepath.Clean(cfg.dataDir)
+	var boot bootInfo
+	var bootErr error
+	if cfg.boot != nil {
+		boot = *cfg.boot
+	} else {
+		boot, bootErr = readBoot()
+	}
 	return &State{
 		nodeName:       cfg.nodeName,
 		dataDir:        dataDir,
@@ -183,6 +206,9 @@ func NewState(opts ...StateOption) (*State, error) {
 		sem:            make(chan struct{}, 1),
 		snap:           map[types.UID]*PreparedClaim{},
 		snapSignal:     make(chan struct{}),
+		problems:       map[types.UID]claimProblem{},
+		boot:           boot,
+		bootErr:        bootErr,
 	}, nil
 }
 
@@ -240,7 +266,13 @@ func (s *State) beginLocked(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, raw, err := LoadCheckpoint(s.checkpointPath)
+	cp, raw, meta, err := loadCheckpointFile(s.checkpointPath)
+	if err == nil && raw != nil && meta.version == checkpointV1 {
+		s.fromV1(ctx, cp, meta)
+		// Not the encoding of any data: the next save writes the file
+		// in the current version.
+		raw = []byte(checkpointV1)
+	}
 	switch {
 	case IsCorruptCheckpoint(err):
 		cp, raw, err = s.recoverCheckpoint(ctx, err)
@@ -350,6 +382,9 @@ func (s *State) rebuildFromSpecs(ctx context.Context, files []specFile) (*Checkp
 			continue
 		}
 		cp.Claims[f.ClaimUID] = preparedClaimFromSpec(f, spec, s.nodeName)
+		if fi, err := os.Stat(s.cdi.Path(f.Name)); err == nil {
+			cp.Claims[f.ClaimUID].BootID = s.bootOfFile(fi.ModTime())
+		}
 		logger.Info("Recovered a prepared claim from its CDI spec file", "claimUID", f.ClaimUID, "file", s.cdi.Path(f.Name))
 	}
 	data, err := encodeCheckpointData(cp)
@@ -456,17 +491,12 @@ func (ss *session) prepare(ctx context.Context, claim *resourceapi.ResourceClaim
 	if claim.UID == "" {
 		return nil, false, fmt.Errorf("claim %s has no UID", ref)
 	}
-	if old := ss.cp.Claims[claim.UID]; old != nil && !old.Recovered && old.Allocation == allocationFingerprint(claim, s.nodeName) {
-		written, err := s.cdi.WriteSpec(old)
-		if err != nil {
-			return nil, false, err
-		}
-		if written {
-			logger.Info("Restored the CDI spec of a prepared claim", "claim", klog.KObj(claim), "claimUID", claim.UID, "file", s.cdi.Path(old.SpecName))
-		} else {
-			logger.V(4).Info("Claim already prepared", "claim", klog.KObj(claim), "claimUID", claim.UID)
-		}
-		return old, false, nil
+	old := ss.cp.Claims[claim.UID]
+	if old != nil && !old.Recovered && old.Allocation == allocationFingerprint(claim, s.nodeName) {
+		return ss.prepareAgain(ctx, claim, old)
+	} else if old != nil && old.Recovered && !s.sameBoot(old.BootID) {
+		return nil, false, fmt.Errorf("claim %s was recovered from its CDI spec file, which was written before the node restarted, "+
+			"so which devices it had cannot be told. %s", ref, adviceNotRestored)
 	} else if old != nil {
 		logger.Info("Claim is recorded with a different or unknown allocation; preparing it afresh",
 			"claim", klog.KObj(claim), "claimUID", claim.UID, "recovered", old.Recovered)
@@ -482,10 +512,16 @@ func (ss *session) prepare(ctx context.Context, claim *resourceapi.ResourceClaim
 		return nil, false, err
 	}
 	pc := NewPreparedClaim(plan)
+	pc.BootID = s.boot.id
 	if err := ss.checkExclusive(pc, ref, idx); err != nil {
 		return nil, false, err
 	}
-	if err := ss.checkNotHeld(ctx, pc, ss.cp.Claims[claim.UID], ref, idx); err != nil {
+	// The nodes an earlier record gave the claim are its own only while
+	// their numbers are this boot's.
+	if old != nil && !s.sameBoot(old.BootID) {
+		old = nil
+	}
+	if err := ss.checkNotHeld(ctx, pc, old, ref, idx); err != nil {
 		return nil, false, err
 	}
 	written, err := s.cdi.WriteSpec(pc)
@@ -524,22 +560,18 @@ func (ss *session) addHolders(pc *PreparedClaim, idx *inventoryIndex) {
 	if pc.Recovered {
 		ref = "(name unknown, recovered from its CDI spec)"
 	}
-	for _, d := range pc.Devices {
+	for di := range pc.Devices {
+		d := &pc.Devices[di]
 		if d.AdminAccess {
 			continue
 		}
-		excl := d.Exclusive
-		if pc.Recovered {
-			// The spec file does not say; ask the inventory, and keep the
-			// node blocked if the device is gone.
-			excl = true
-			if e, ok := idx.byName[d.Device]; ok {
-				excl = e.group.Sharing.Mode != v1alpha1.SharingShared
-			}
-		}
+		// A recovered record does not say; the inventory does, and the
+		// node stays blocked if the device is gone.
+		excl := exclusiveNode(pc, d, idx)
 		for i := range d.Nodes {
-			k := d.Nodes[i].nodeKey()
-			ss.holders[k] = append(ss.holders[k], holder{uid: pc.UID, claim: ref, device: d.Device, exclusive: excl})
+			for _, k := range ss.s.holderKeys(pc, &d.Nodes[i]) {
+				ss.holders[k] = append(ss.holders[k], holder{uid: pc.UID, claim: ref, device: d.Device, exclusive: excl})
+			}
 		}
 	}
 }
@@ -570,7 +602,7 @@ func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryI
 		}
 		for i := range d.Nodes {
 			n := &d.Nodes[i]
-			for _, h := range ss.holders[n.nodeKey()] {
+			for _, h := range ss.holdersOf(pc, n) {
 				if h.uid == pc.UID || (!d.Exclusive && !h.exclusive) {
 					continue
 				}
@@ -628,6 +660,7 @@ func (s *State) Unprepare(ctx context.Context, claims []kubeletplugin.Namespaced
 			removed[c.UID] = pc
 			delete(ss.cp.Claims, c.UID)
 		}
+		s.clearProblem(c.UID)
 	}
 	if len(removed) > 0 {
 		if err := ss.save(); err != nil {
@@ -672,78 +705,6 @@ func (s *State) removeSpecs(ctx context.Context, c kubeletplugin.NamespacedObjec
 		klog.FromContext(ctx).V(4).Info("Claim was not prepared", "claim", c.NamespacedName, "claimUID", c.UID)
 	}
 	return nil
-}
-
-// Reconcile makes the CDI directory match the checkpoint; call it once at
-// start, before serving the kubelet. It creates a missing CDI directory,
-// rewrites spec files of prepared claims that vanished or changed (a
-// reboot empties /var/run), and removes this driver's spec files of claims
-// that are not prepared, plus temp files that crashed writes left. Files
-// of other vendors and classes are never touched. A corrupt checkpoint is
-// recovered as described on State.
-func (s *State) Reconcile(ctx context.Context) error {
-	logger := klog.FromContext(ctx)
-	if err := os.MkdirAll(s.cdi.Dir(), 0o755); err != nil {
-		return fmt.Errorf("create the CDI directory: %w", err)
-	}
-	ss, err := s.begin(ctx, "Reconcile")
-	if err != nil {
-		return err
-	}
-	defer ss.end()
-
-	var errs []error
-	uids := make([]types.UID, 0, len(ss.cp.Claims))
-	for uid := range ss.cp.Claims {
-		uids = append(uids, uid)
-	}
-	sort.Slice(uids, func(i, j int) bool { return uids[i] < uids[j] })
-	for _, uid := range uids {
-		pc := ss.cp.Claims[uid]
-		written, err := s.cdi.WriteSpec(pc)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if written {
-			logger.Info("Rewrote the CDI spec of a prepared claim", "claim", klog.KRef(pc.Namespace, pc.Name), "claimUID", uid, "file", s.cdi.Path(pc.SpecName))
-		}
-	}
-	s.hit("reconcile:after-rewrite")
-
-	files, err := s.cdi.listSpecs()
-	if err != nil {
-		errs = append(errs, err)
-	}
-	for _, f := range files {
-		if pc := ss.cp.Claims[f.ClaimUID]; pc != nil && pc.SpecName == f.Name {
-			continue
-		}
-		if err := s.cdi.removeFile(f.Name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		logger.Info("Removed the CDI spec of a claim that is not prepared", "claimUID", f.ClaimUID, "file", s.cdi.Path(f.Name))
-	}
-	for _, tmp := range s.cdi.strayTempFiles() {
-		if err := os.Remove(tmp); err == nil {
-			logger.Info("Removed a CDI spec temp file left by an interrupted write", "file", tmp)
-		}
-	}
-	if stray, _ := filepath.Glob(s.checkpointPath + ".tmp*"); len(stray) > 0 {
-		for _, tmp := range stray {
-			if err := os.Remove(tmp); err == nil {
-				logger.Info("Removed a checkpoint temp file left by an interrupted write", "file", tmp)
-			}
-		}
-	}
-	// Make sure the file exists from now on: a missing checkpoint next to
-	// spec files then means it was lost.
-	if err := ss.save(); err != nil {
-		errs = append(errs, err)
-	}
-	logger.Info("Reconciled prepared claims", "claims", len(ss.cp.Claims), "cdiDir", s.cdi.Dir(), "checkpoint", s.checkpointPath)
-	return errors.Join(errs...)
 }
 
 // Prepared returns the prepared claims as of the last call (no I/O).

@@ -35,6 +35,9 @@ type ptEnv struct {
 	realProbe bool
 	probed    []string         // paths fakeProbe was asked about
 	held      map[string]error // fakeProbe's answer by path
+	// boot, when set, is the boot the plugin instances run in (else the
+	// machine's): a test changes it to simulate a reboot.
+	boot *bootInfo
 }
 
 func newPtEnv(t testing.TB) *ptEnv {
@@ -74,19 +77,36 @@ func (e *ptEnv) setInventory(inv *discovery.Inventory) {
 var ptClockTime = time.Date(2026, 11, 30, 4, 5, 6, 7, time.UTC)
 
 // state starts a plugin instance on the node, as at process start:
-// NewState then Reconcile.
+// NewState then Reconcile, and Restore once there is an inventory, as the
+// driver does when the first one arrives.
 func (e *ptEnv) state(t testing.TB, ctx context.Context) *State {
 	t.Helper()
-	s, err := NewState(WithStateNodeName(ptNode), WithStateCDIDir(e.cdiDir), WithStateDataDir(e.dataDir),
-		WithStateInventory(e.inventory), WithStateClock(func() time.Time { return ptClockTime }))
+	s := e.newState(t)
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if e.inventory() != nil {
+		if _, err := s.Restore(ctx); err != nil {
+			t.Fatalf("Restore: %v", err)
+		}
+	}
+	return s
+}
+
+// newState makes a plugin instance without touching anything on disk.
+func (e *ptEnv) newState(t testing.TB) *State {
+	t.Helper()
+	opts := []StateOption{WithStateNodeName(ptNode), WithStateCDIDir(e.cdiDir), WithStateDataDir(e.dataDir),
+		WithStateInventory(e.inventory), WithStateClock(func() time.Time { return ptClockTime })}
+	if e.boot != nil {
+		opts = append(opts, WithStateBoot(e.boot.id, e.boot.time))
+	}
+	s, err := NewState(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !e.realProbe {
 		s.probe = e.fakeProbe
-	}
-	if err := s.Reconcile(ctx); err != nil {
-		t.Fatalf("Reconcile: %v", err)
 	}
 	return s
 }
@@ -234,27 +254,54 @@ func TestStatePrepareIsIdempotent(t *testing.T) {
 	}
 }
 
-func TestStatePrepareKeepsResultWhenDeviceLaterGoes(t *testing.T) {
+// A prepared claim whose device leaves the node: its recorded numbers are
+// handed to nobody, neither to a repeat of it (another device may get
+// them) nor to a new claim; once the device is back, the claim is answered
+// as before.
+func TestStatePrepareWhenDeviceLaterGoes(t *testing.T) {
 	ctx := ptCtx(t)
 	env := newPtEnv(t)
 	s := env.state(t, ctx)
 	foo := ptClaim("foo", ptResults(ptResult("disk", "loop0")))
 	first := mustPrepare(t, ctx, s, foo)[foo.UID]
+	spec, _ := os.ReadFile(env.specPath(foo.UID))
 	env.setInventory(&discovery.Inventory{})
-	// A repeat for the prepared claim still answers (its pods may run).
-	if again := mustPrepare(t, ctx, s, foo)[foo.UID]; !reflect.DeepEqual(again, first) {
-		t.Errorf("result changed: %+v", again)
+	err := prepareErr(t, ctx, s, foo)
+	if want := `claim default/foo: device "loop0": the claim got /dev/loop0 (b 7:0), which is gone from the node; nothing is at /dev/loop0 (b 7:0) now. The claim is not prepared`; !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("repeat:\n got %q\nwant %q...", err, want)
 	}
-	err := prepareErr(t, ctx, s, ptClaim("bar", ptResults(ptResult("disk", "loop0"))))
+	if ptExists(env.specPath(foo.UID)) {
+		t.Error("the spec with numbers that are nobody's now was kept (a container restart would use it)")
+	}
+	if _, ok := env.checkpoint(t).Claims[foo.UID]; !ok {
+		t.Error("the claim is no longer recorded: Unprepare could not undo it")
+	}
+	if got := s.DeviceProblems(); !strings.Contains(got["loop0"], "gone from the node") {
+		t.Errorf("DeviceProblems = %q", got)
+	}
+	err = prepareErr(t, ctx, s, ptClaim("bar", ptResults(ptResult("disk", "loop0"))))
 	if want := `device "loop0" allocated to claim default/bar is no longer on this node`; err.Error() != want {
 		t.Errorf("err = %q, want %q", err, want)
 	}
-	// Before the first discovery, only prepared claims are answered.
+	// Before the first discovery nothing can be checked: nothing is answered.
 	env.setInventory(nil)
-	mustPrepare(t, ctx, s, foo)
+	if err := prepareErr(t, ctx, s, foo); !strings.Contains(err.Error(), "have not been discovered yet") {
+		t.Errorf("repeat before discovery: %v", err)
+	}
 	err = prepareErr(t, ctx, s, ptClaim("bar", ptResults(ptResult("disk", "loop0"))))
 	if want := "claim default/bar: the node's devices have not been discovered yet; the kubelet will retry"; err.Error() != want {
 		t.Errorf("err = %q, want %q", err, want)
+	}
+	// The device is back: the repeat answers as before, with its spec.
+	env.setInventory(ptInventory())
+	if again := mustPrepare(t, ctx, s, foo)[foo.UID]; !reflect.DeepEqual(again, first) {
+		t.Errorf("result changed: %+v", again)
+	}
+	if got, _ := os.ReadFile(env.specPath(foo.UID)); string(got) != string(spec) {
+		t.Errorf("spec:\n got %s\nwant %s", got, spec)
+	}
+	if got := s.DeviceProblems(); len(got) != 0 {
+		t.Errorf("DeviceProblems = %q", got)
 	}
 }
 

@@ -8,7 +8,11 @@ E2E_IMAGE_REPO=ghcr.io/power-dev-plugin/power-dev-plugin
 E2E_IMAGE=$E2E_IMAGE_REPO:e2e     # the overlay's tag
 E2E_IMAGE2=$E2E_IMAGE_REPO:e2e-2  # the rolling update's (scenario 10)
 E2E_ARCHIVE=$OUT_DIR/power-dev-plugin-e2e.oci.tar
-export E2E_STATE E2E_IMAGE2 E2E_SUITE_DIR
+# The current release, for scenario 17 (a rolling update from it): its image is built from this commit once and
+# kept in the cluster's cache, by commit. Move it when a release is made.
+E2E_RELEASE_COMMIT=${E2E_RELEASE_COMMIT:-6c94c496e84daef05ef734425888277886e2b56e}
+E2E_RELEASE_IMAGE=$E2E_IMAGE_REPO:e2e-release
+export E2E_STATE E2E_IMAGE2 E2E_SUITE_DIR E2E_RELEASE_COMMIT E2E_RELEASE_IMAGE
 
 # step NAME CMD...: run CMD, timed.
 step() {
@@ -27,6 +31,35 @@ build_image() {
 	make -C "$REPO_DIR" --no-print-directory image IMAGE="$E2E_IMAGE" IMAGE_PLATFORMS="linux/$arch" \
 		IMAGE_ARCHIVE="$E2E_ARCHIVE" >"$OUT_DIR/image.log" 2>&1 || { tail -30 "$OUT_DIR/image.log" >&2; return 1; }
 	grep -E 'OK:|bytes\)' "$OUT_DIR/image.log" | head -2 >&2
+}
+
+# The release's image, exactly as `make image` built it at that commit (linux/<arch>), from `git archive` of the
+# commit (no worktree, nothing changes in the repository). Cached in $E2E_CACHE/images by commit: built once.
+release_archive() { echo "$E2E_CACHE/images/power-dev-plugin-release-$E2E_RELEASE_COMMIT.oci.tar"; }
+build_release_image() {
+	local a src arch log=$OUT_DIR/release-image.log
+	a=$(release_archive)
+	if [[ -s $a ]]; then
+		log "cached: $a"
+		return 0
+	fi
+	git -C "$REPO_DIR" cat-file -e "$E2E_RELEASE_COMMIT^{commit}" 2>/dev/null ||
+		{ log "commit $E2E_RELEASE_COMMIT is not in this clone (shallow?): scenario 17 will fail"; return 1; }
+	arch=$(go env GOARCH)
+	src=$(mktemp -d "${TMPDIR:-/tmp}/power-dev-plugin-release.XXXXXX")
+	mkdir -p "$(dirname "$a")"
+	{
+		git -C "$REPO_DIR" archive "$E2E_RELEASE_COMMIT" | tar -x -C "$src" &&
+			make -C "$src" --no-print-directory image IMAGE="$E2E_RELEASE_IMAGE" IMAGE_PLATFORMS="linux/$arch" \
+				IMAGE_ARCHIVE="$a.tmp" VERSION="$(git -C "$REPO_DIR" describe --tags --always "$E2E_RELEASE_COMMIT")" \
+				GIT_COMMIT="${E2E_RELEASE_COMMIT:0:7}" IMAGE_REVISION="$E2E_RELEASE_COMMIT" \
+				SOURCE_DATE_EPOCH="$(git -C "$REPO_DIR" log -1 --format=%ct "$E2E_RELEASE_COMMIT")" &&
+			mv "$a.tmp" "$a"
+	} >"$log" 2>&1
+	local rc=$?
+	rm -rf "$src" "$a.tmp"
+	((rc == 0)) || { tail -30 "$log" >&2; log "the release image could not be built: scenario 17 will fail"; return 1; }
+	grep -E 'OK:|bytes\)' "$log" | head -2 >&2
 }
 
 cluster_up() {
@@ -53,11 +86,19 @@ use_cluster() {
 	source "$E2E_STATE/env"
 }
 
-# The archive into containerd's k8s.io namespace, also tagged for the rolling update.
+# The archive into containerd's k8s.io namespace, also tagged for the rolling update; the release's, if built.
 import_image() {
 	ctr -n k8s.io image import "$E2E_ARCHIVE" 2>&1 | grep -v DEPRECATION >&2
 	ctr -n k8s.io image tag --force "$E2E_IMAGE" "$E2E_IMAGE2" 2>&1 | grep -v DEPRECATION >/dev/null
-	ctr -n k8s.io image ls -q 2>/dev/null | grep -qxF "$E2E_IMAGE2"
+	# grep without -q reads all of ctr's output: with pipefail an early exit would fail the pipe (SIGPIPE)
+	ctr -n k8s.io image ls -q 2>/dev/null | grep -xF "$E2E_IMAGE2" >/dev/null || return 1
+	local a
+	a=$(release_archive)
+	if [[ -s $a ]]; then
+		ctr -n k8s.io image import "$a" 2>&1 | grep -v DEPRECATION >&2
+	else
+		ctr -n k8s.io image rm "$E2E_RELEASE_IMAGE" >/dev/null 2>&1 || true # never an older release's
+	fi
 }
 
 devices_up() { "$E2E_SUITE_DIR/devices.sh" up; }
@@ -66,6 +107,9 @@ devices_down() { "$E2E_SUITE_DIR/devices.sh" down; }
 # The driver from the project's own kustomize overlay (through test/e2e/overlay), until its devices are published.
 install_driver() {
 	kubectl apply -k "$E2E_SUITE_DIR/overlay" >"$OUT_DIR/install.log" 2>&1 || { cat "$OUT_DIR/install.log" >&2; return 1; }
+	# scenarios 14 and 15 stop the plugin with a nodeSelector; apply keeps a field it never set (a killed run's)
+	kubectl -n power-dev-plugin patch ds power-dev-plugin --type=strategic \
+		-p '{"spec":{"template":{"spec":{"nodeSelector":{"e2e.power-dev-plugin.io/plugin":null}}}}}' >/dev/null || return 1
 	# a previous run's scenario 10 leaves the DaemonSet at the other tag: apply rolled it back
 	kubectl -n power-dev-plugin rollout status ds/power-dev-plugin --timeout=180s >&2 || return 1
 	wait_for 120 "the driver's ResourceSlices" sh -c \
@@ -75,7 +119,7 @@ install_driver() {
 
 uninstall_driver() {
 	kubectl delete -k "$E2E_SUITE_DIR/overlay" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
-	# scenario 13 installs the legacy overlay instead (and leaves it in place when it fails, for collect)
+	# scenario 18 installs the legacy overlay instead (and leaves it in place when it fails, for collect)
 	kubectl delete -k "$E2E_SUITE_DIR/overlay-legacy" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
 	# the device plugin's static CDI spec, which it keeps when it stops
 	rm -f /var/run/cdi/power-dev-plugin.io-device.json

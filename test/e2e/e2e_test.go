@@ -35,6 +35,9 @@ var (
 	e2eState = envOr("E2E_STATE", "/var/lib/power-dev-plugin-e2e")
 	// the second image tag for the rolling update (run.sh tags the imported image)
 	image2 = envOr("E2E_IMAGE2", "ghcr.io/power-dev-plugin/power-dev-plugin:e2e-2")
+	// the current release's image for scenario 17 (run.sh builds it from E2E_RELEASE_COMMIT)
+	releaseImage  = envOr("E2E_RELEASE_IMAGE", "ghcr.io/power-dev-plugin/power-dev-plugin:e2e-release")
+	releaseCommit = envOr("E2E_RELEASE_COMMIT", "the current release")
 
 	resultsMu sync.Mutex
 	results   []string
@@ -187,6 +190,11 @@ type stopError struct{ error }
 
 // poll calls cond once a second until it returns true or an error, or timeout passes.
 func poll(timeout time.Duration, what string, cond func() (bool, error)) error {
+	return pollEvery(time.Second, timeout, what, cond)
+}
+
+// pollEvery is poll with another interval (for timing).
+func pollEvery(interval, timeout time.Duration, what string, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	var lastErr error
 	for {
@@ -207,7 +215,7 @@ func poll(timeout time.Duration, what string, cond func() (bool, error)) error {
 			}
 			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(interval)
 	}
 }
 

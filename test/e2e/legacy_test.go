@@ -19,7 +19,7 @@ import (
 	"time"
 )
 
-// Scenario 13: the legacy mode (a kubelet device plugin) under the real kubelet, installed with the shipped
+// Scenario 18: the legacy mode (a kubelet device plugin) under the real kubelet, installed with the shipped
 // deploy/kustomize/overlays/legacy through test/e2e/overlay-legacy, configured by the old plugin's config.json.
 
 const (
@@ -214,7 +214,7 @@ func deleteKustomize(dir string) error {
 	return err
 }
 
-// 11. The legacy device-plugin mode under the real kubelet, with the old plugin's config.json.
+// 18. The legacy device-plugin mode under the real kubelet, with the old plugin's config.json.
 func legacyDevicePlugin(t *testing.T) (err error) {
 	dir := suiteDir()
 	// The DRA driver out: its DeviceClass power-dev-plugin.io maps the same extended resource.

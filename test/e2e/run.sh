@@ -2,8 +2,9 @@
 # The cluster test suite (make e2e): the image from `make image` (linux/amd64), the local cluster
 # (test/e2e/cluster, started if needed), the image imported with ctr, the node's devices (devices.sh), the driver
 # installed with `kubectl apply -k test/e2e/overlay` (the shipped deploy/kustomize/overlays/dra, patched), then
-# the scenarios (Go tests with the build tag e2e; the last one, 13-legacy-device-plugin, uninstalls the driver and
-# runs the legacy overlay through test/e2e/overlay-legacy instead). Prints "e2e: <name>: ok|FAIL <reason>" per scenario and
+# the scenarios (Go tests with the build tag e2e; the last one, 18-legacy-device-plugin, uninstalls the driver and
+# runs the legacy overlay through test/e2e/overlay-legacy instead). The current release's image (for scenario 17)
+# is built from E2E_RELEASE_COMMIT once and cached. Prints "e2e: <name>: ok|FAIL <reason>" per scenario and
 # "N passed, M failed"; on failure, the plugin's, kubelet's and containerd's logs and the objects' YAML.
 # Afterwards: test objects deleted, driver uninstalled, devices removed; the cluster stays up for a fast next run
 # unless E2E_DOWN=1.
@@ -31,12 +32,13 @@ teardown() {
 }
 
 if ! { step "image (make image, linux/amd64)" build_image &&
+	{ step "release image (commit ${E2E_RELEASE_COMMIT:0:7}, cached by commit)" build_release_image || true; } &&
 	step "cluster (make e2e-up)" cluster_up &&
 	step "import the image (ctr)" import_image &&
 	step "node devices (devices.sh up)" devices_up &&
 	step "install the driver (kubectl apply -k test/e2e/overlay)" install_driver; }; then
 	log "setup failed; no scenario ran"
-	echo "0 passed, 13 failed"
+	echo "0 passed, 18 failed"
 	[[ -f $E2E_STATE/env ]] && collect
 	teardown
 	exit 1

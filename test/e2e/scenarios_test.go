@@ -33,6 +33,9 @@ const (
 	inDisks   = `device.attributes["power-dev-plugin.io"].group == "disks"`
 )
 
+// legacyScenario uninstalls the DRA driver: it runs last.
+const legacyScenario = "18-legacy-device-plugin"
+
 // TestE2E runs the scenarios in order, one at a time: they share the node's few devices.
 func TestE2E(t *testing.T) {
 	if err := apply(obj{"apiVersion": "v1", "kind": "Namespace", "metadata": obj{"name": ns}}); err != nil {
@@ -63,15 +66,20 @@ func TestE2E(t *testing.T) {
 		{"8-deviceconfig-errors", deviceConfigErrors},
 		{"9-plugin-restart", pluginRestart},
 		{"10-rolling-update", rollingUpdate},
-		{"11-block-pv-in-use", blockPVInUse},       // safety_test.go
-		{"12-partition-overlap", partitionOverlap}, // safety_test.go
+		{"11-block-pv-in-use", blockPVInUse},                         // safety_test.go
+		{"12-partition-overlap", partitionOverlap},                   // safety_test.go
+		{"13-kubelet-restart", kubeletRestart},                       // restart_test.go
+		{"14-reboot-renumbered-loops", rebootRenumbered},             // restart_test.go
+		{"15-stale-claim-gc", staleClaimGC},                          // restart_test.go
+		{"16-exclusive-reuse", exclusiveReuse},                       // reuse_test.go
+		{"17-rolling-update-from-release", rollingUpdateFromRelease}, // release_test.go
 		// last: it uninstalls the DRA driver (its DeviceClass maps the same extended resource)
-		{"13-legacy-device-plugin", legacyDevicePlugin},
+		{legacyScenario, legacyDevicePlugin},
 	} {
 		if only != "" && !regexp.MustCompile(only).MatchString(s.name) {
 			continue
 		}
-		if s.name == "13-legacy-device-plugin" && !measured {
+		if s.name == legacyScenario && !measured {
 			measure() // the DRA plugin's numbers, while it is installed
 			measured = true
 		}
@@ -411,9 +419,8 @@ func pluginRestart(t *testing.T) error {
 	if err := apply(claimTemplate("disk", "block.power-dev-plugin.io", inDisks, "", nil)); err != nil {
 		return err
 	}
-	hold := listBlock + `[ -n "$devs" ] || exit 1; while true; do dd if=$devs of=/dev/null bs=512 count=1 2>/dev/null || { echo "FAIL: lost $devs"; exit 1; }; sleep 1; done`
 	for _, n := range []string{"holder-1", "holder-2"} {
-		if err := apply(pod(n, podOpts{templates: []string{"disk"}, script: hold})); err != nil {
+		if err := apply(pod(n, podOpts{templates: []string{"disk"}, script: holdScript})); err != nil {
 			return err
 		}
 		if _, err := waitPhase(n, 120*time.Second, "Running"); err != nil {
@@ -486,8 +493,7 @@ func rollingUpdate(t *testing.T) error {
 	if err := apply(claimTemplate("disk", "block.power-dev-plugin.io", inDisks, "", nil)); err != nil {
 		return err
 	}
-	hold := listBlock + `[ -n "$devs" ] || exit 1; while true; do dd if=$devs of=/dev/null bs=512 count=1 2>/dev/null || { echo "FAIL: lost $devs"; exit 1; }; sleep 1; done`
-	if err := apply(pod("holder", podOpts{templates: []string{"disk"}, script: hold})); err != nil {
+	if err := apply(pod("holder", podOpts{templates: []string{"disk"}, script: holdScript})); err != nil {
 		return err
 	}
 	if _, err := waitPhase("holder", 120*time.Second, "Running"); err != nil {
@@ -497,11 +503,7 @@ func rollingUpdate(t *testing.T) error {
 	if err != nil {
 		return err
 	}
-	old, err := pluginPods()
-	if err != nil {
-		return err
-	}
-	cur, err := kubectl("-n", pluginNS, "get", "ds", "power-dev-plugin", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+	cur, err := pluginImage()
 	if err != nil {
 		return err
 	}
@@ -509,55 +511,8 @@ func rollingUpdate(t *testing.T) error {
 	if cur == image2 {
 		newImage = strings.TrimSuffix(image2, "-2") // a second run: roll back to the first tag
 	}
-	// hostNetwork (the test overlay) puts both pods of the surge on the host's loopback: the new one needs
-	// its own health address.
-	healthAddr := "127.0.0.1:51516"
-	if a, _ := kubectl("-n", pluginNS, "get", "ds", "power-dev-plugin", "-o",
-		`jsonpath={.spec.template.spec.containers[0].env[?(@.name=="HEALTH_ADDRESS")].value}`); a == healthAddr {
-		healthAddr = "127.0.0.1:51515"
-	}
-	start := time.Now()
-	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"plugin","image":%q,"env":[{"name":"HEALTH_ADDRESS","value":%q}]}]}}}}`, newImage, healthAddr)
-	if _, err := kubectl("-n", pluginNS, "patch", "ds", "power-dev-plugin", "--type=strategic", "-p", patch); err != nil {
-		return err
-	}
-	// while it rolls: new claim pods, one a second
-	var pods []string
-	quick := listBlock + `[ -n "$devs" ] && echo OK`
-	done := make(chan error, 1)
-	go func() {
-		_, err := kubectl("-n", pluginNS, "rollout", "status", "ds/power-dev-plugin", "--timeout=180s")
-		done <- err
-	}()
-	var rollErr error
-	rolling := true
-	for i := 0; rolling || i < 2; i++ {
-		n := fmt.Sprintf("during-%d", i)
-		if err := apply(pod(n, podOpts{templates: []string{"disk"}, script: quick})); err != nil {
-			return err
-		}
-		pods = append(pods, n)
-		// at most two at a time: the node has three disks and holder has one
-		if _, err := waitPhase(n, 120*time.Second, "Succeeded"); err != nil {
-			return fmt.Errorf("during the rollout: %v", err)
-		}
-		if _, err := kubectl("-n", ns, "delete", "pod", n, "--wait=true", "--timeout=60s"); err != nil {
-			return err
-		}
-		select {
-		case rollErr = <-done:
-			rolling = false
-		default:
-		}
-		if i > 60 {
-			return fmt.Errorf("the rollout did not end")
-		}
-	}
-	if rollErr != nil {
-		return fmt.Errorf("rollout: %v", rollErr)
-	}
-	t.Logf("rolled to %s in %.0fs, %d claim pods ran during and after it", newImage, time.Since(start).Seconds(), len(pods))
-	if err := waitPluginReady(old, 60*time.Second); err != nil {
+	pods, err := rollPlugin(t, newImage, "disk", nil)
+	if err != nil {
 		return err
 	}
 	out, err := kubectl("-n", ns, "get", "pod", "holder", "-o", "jsonpath={.status.phase} {.status.containerStatuses[0].restartCount}")
@@ -576,6 +531,84 @@ func rollingUpdate(t *testing.T) error {
 		return err
 	}
 	return waitCDIGone(holderUIDs)
+}
+
+// holdScript keeps reading the pod's one block device, once a second.
+const holdScript = listBlock + `[ -n "$devs" ] || exit 1; while true; do dd if=$devs of=/dev/null bs=512 count=1 2>/dev/null || { echo "FAIL: lost $devs"; exit 1; }; sleep 1; done`
+
+// pluginImage is the image of the plugin's DaemonSet.
+func pluginImage() (string, error) {
+	return kubectl("-n", pluginNS, "get", "ds", "power-dev-plugin", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+}
+
+// rollPlugin rolls the DaemonSet to image (maxSurge: 1) and, with template set, starts claim pods of that
+// template one after another while it rolls and twice after it, each deleted once it succeeded; it returns their
+// names. check, if set, runs after each such pod. It waits for the new plugin pod to be ready.
+func rollPlugin(t *testing.T, image, template string, check func() error) ([]string, error) {
+	old, err := pluginPods()
+	if err != nil {
+		return nil, err
+	}
+	// hostNetwork (the test overlay) puts both pods of the surge on the host's loopback: the new one needs
+	// its own health address.
+	healthAddr := "127.0.0.1:51516"
+	if a, _ := kubectl("-n", pluginNS, "get", "ds", "power-dev-plugin", "-o",
+		`jsonpath={.spec.template.spec.containers[0].env[?(@.name=="HEALTH_ADDRESS")].value}`); a == healthAddr {
+		healthAddr = "127.0.0.1:51515"
+	}
+	start := time.Now()
+	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"plugin","image":%q,"env":[{"name":"HEALTH_ADDRESS","value":%q}]}]}}}}`, image, healthAddr)
+	if _, err := kubectl("-n", pluginNS, "patch", "ds", "power-dev-plugin", "--type=strategic", "-p", patch); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := kubectl("-n", pluginNS, "rollout", "status", "ds/power-dev-plugin", "--timeout=180s")
+		done <- err
+	}()
+	var pods []string
+	if template == "" {
+		if err := <-done; err != nil {
+			return nil, fmt.Errorf("rollout: %v", err)
+		}
+	} else {
+		// while it rolls: new claim pods, one a second
+		quick := listBlock + `[ -n "$devs" ] && echo OK`
+		var rollErr error
+		rolling := true
+		for i := 0; rolling || i < 2; i++ {
+			n := fmt.Sprintf("during-%d", i)
+			if err := apply(pod(n, podOpts{templates: []string{template}, script: quick})); err != nil {
+				return pods, err
+			}
+			pods = append(pods, n)
+			// one at a time: the node has three disks and a holder may have one
+			if _, err := waitPhase(n, 120*time.Second, "Succeeded"); err != nil {
+				return pods, fmt.Errorf("during the rollout: %v", err)
+			}
+			if _, err := kubectl("-n", ns, "delete", "pod", n, "--wait=true", "--timeout=60s"); err != nil {
+				return pods, err
+			}
+			if check != nil {
+				if err := check(); err != nil {
+					return pods, fmt.Errorf("during the rollout (after %s): %v", n, err)
+				}
+			}
+			select {
+			case rollErr = <-done:
+				rolling = false
+			default:
+			}
+			if i > 60 {
+				return pods, fmt.Errorf("the rollout did not end")
+			}
+		}
+		if rollErr != nil {
+			return pods, fmt.Errorf("rollout: %v", rollErr)
+		}
+	}
+	t.Logf("rolled to %s in %.0fs, %d claim pods ran during and after it", image, time.Since(start).Seconds(), len(pods))
+	return pods, waitPluginReady(old, 60*time.Second)
 }
 
 // measure prints the plugin's memory and the kubelet's Prepare latency (not a scenario: numbers for the docs).
