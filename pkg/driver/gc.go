@@ -33,10 +33,6 @@ const (
 	staleConfirmAfter = time.Minute
 	// staleJitter spreads the checks of many nodes over time.
 	staleJitter = 0.2
-	// staleLockWait bounds the collector's wait for the state lock, as the
-	// kubelet's deadline bounds a call's: the liveness check (health.go)
-	// counts on every wait under the lock to end.
-	staleLockWait = 30 * time.Second
 )
 
 type staleCollector struct {
@@ -201,8 +197,6 @@ func claimDeviceNames(pc *PreparedClaim) []string {
 
 // loadEntries reads the checkpoint under the locks, as every call does.
 func (s *State) loadEntries(ctx context.Context) (map[types.UID]*PreparedClaim, error) {
-	ctx, cancel := context.WithTimeout(ctx, staleLockWait)
-	defer cancel()
 	ss, err := s.begin(ctx, "the stale-claim check")
 	if err != nil {
 		return nil, err
@@ -220,8 +214,6 @@ func (s *State) loadEntries(ctx context.Context) (map[types.UID]*PreparedClaim, 
 // is still the one the collector looked at: the lock was not held while it
 // asked the API server.
 func (s *State) unprepareStale(ctx context.Context, pc *PreparedClaim) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, staleLockWait)
-	defer cancel()
 	ss, err := s.begin(ctx, "the stale-claim unprepare")
 	if err != nil {
 		return false, err

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	resourceapi "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -306,4 +307,40 @@ func TestHealthRegistrationConcurrently(t *testing.T) {
 	wg.Wait()
 	e.notifyRegistration(t, true, "")
 	waitHealth(t, addr, "/healthz", http.StatusOK, "ok\n")
+}
+
+// A call without a deadline (the stale-claim check, Restore, Reconcile)
+// gives up waiting for the flock another plugin instance holds, so that it
+// does not hold the state lock past the liveness limit for another
+// instance's sake.
+func TestStateBackgroundLockWaitIsBounded(t *testing.T) {
+	ctx := ptCtx(t)
+	env := newPtEnv(t)
+	s := env.state(t, ctx)
+	f, err := os.OpenFile(filepath.Join(env.dataDir, "state.lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { backgroundLockWait = d }(backgroundLockWait)
+	backgroundLockWait = 200 * time.Millisecond
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.loadEntries(context.WithoutCancel(ctx))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "waiting for the lock") || !strings.Contains(err.Error(), "context deadline exceeded") {
+			t.Errorf("err = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a call without a deadline waits for the flock for ever")
+	}
+	if holder, _ := s.lockWatch.Held(); holder != "" {
+		t.Errorf("the state lock is still held by %s", holder)
+	}
 }

@@ -241,8 +241,19 @@ type holder struct {
 	exclusive bool
 }
 
+// backgroundLockWait bounds the wait for the locks of a call without a
+// deadline (Reconcile, Restore, the stale-claim check), as the kubelet's
+// 45 s bound its calls: every wait under the state lock ends well before
+// health.StuckAfter, which the liveness check counts on. Tests shorten it.
+var backgroundLockWait = time.Minute
+
 // begin takes the locks for a call; holder names it for the liveness check.
 func (s *State) begin(ctx context.Context, holder string) (*session, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, backgroundLockWait)
+		defer cancel()
+	}
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
