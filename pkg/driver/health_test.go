@@ -344,3 +344,19 @@ func TestStateBackgroundLockWaitIsBounded(t *testing.T) {
 		t.Errorf("the state lock is still held by %s", holder)
 	}
 }
+
+// With rolling updates the sockets carry the pod's UID: the gRPC check
+// finds them.
+func TestHealthRollingUpdateSockets(t *testing.T) {
+	addr := healthAddrForTest(t)
+	e := startDriver(t, newFakeClient(), nil, WithHealthAddress(addr), WithRollingUpdate("0b5f7c3e-pod-uid"))
+	regSock := filepath.Join(e.regDir, kubeletplugin.RollingUpdateRegistrarSocketFile(e.regDir, DriverName, "0b5f7c3e-pod-uid"))
+	if _, err := os.Stat(regSock); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(t, addr, "/healthz", http.StatusOK, "ok\n")
+	if err := os.Remove(filepath.Join(e.dataDir, "dra-0b5f7c3e-pod-uid.sock")); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(t, addr, "/healthz", http.StatusServiceUnavailable, "- DRA server: the gRPC server on "+filepath.Join(e.dataDir, "dra-0b5f7c3e-pod-uid.sock"))
+}
