@@ -220,7 +220,7 @@ func (s *State) Restore(ctx context.Context) (int, error) {
 	if s.inventory() == nil {
 		return 0, errors.New("restore prepared claims: the node's devices have not been discovered yet")
 	}
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Restore")
 	if err != nil {
 		return 0, fmt.Errorf("restore prepared claims: %w", err)
 	}
@@ -266,7 +266,7 @@ func (s *State) Reconcile(ctx context.Context) error {
 	if err := os.MkdirAll(s.cdi.Dir(), 0o755); err != nil {
 		return fmt.Errorf("create the CDI directory: %w", err)
 	}
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Reconcile")
 	if err != nil {
 		return err
 	}
