@@ -265,7 +265,7 @@ func sortedUIDs(m map[types.UID]*PreparedClaim) []types.UID {
 func (s *State) Reconcile(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	if err := os.MkdirAll(s.cdi.Dir(), 0o755); err != nil {
-		return fmt.Errorf("create the CDI directory: %w", err)
+		return fmt.Errorf("create the CDI directory: %w", atomicfile.WithAdvice(err, filepath.Dir(s.cdi.Dir())))
 	}
 	ss, err := s.begin(ctx)
 	if err != nil {

@@ -51,6 +51,14 @@ import (
 //     UID alone (an unknown claim is not an error), and Reconcile removes
 //     them too.
 //
+// # Failures
+//
+// A call that fails at any step undoes what it did (rollback.go): a claim
+// it could not prepare keeps no spec, no entry and no hold; a claim it
+// could not unprepare stays prepared as it was. Every file is written
+// through atomicfile under a temporary name of this plugin's own; Reconcile
+// and Restore remove those that a crash left, and no other writer's.
+//
 // A checkpoint that cannot be trusted (bad JSON, bad checksum, unknown
 // version) is moved aside to checkpoint.json.corrupt-<UTC time>, never
 // deleted, and rebuilt from this driver's spec files. So is a checkpoint
