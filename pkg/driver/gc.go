@@ -194,7 +194,7 @@ func claimDeviceNames(pc *PreparedClaim) []string {
 
 // loadEntries reads the checkpoint under the locks, as every call does.
 func (s *State) loadEntries(ctx context.Context) (map[types.UID]*PreparedClaim, error) {
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "the stale-claim check")
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +211,7 @@ func (s *State) loadEntries(ctx context.Context) (map[types.UID]*PreparedClaim, 
 // if the entry is still the one the collector looked at: the lock was not
 // held while it asked the API server.
 func (s *State) unprepareStale(ctx context.Context, pc *PreparedClaim) (bool, error) {
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "the stale-claim unprepare")
 	if err != nil {
 		return false, err
 	}

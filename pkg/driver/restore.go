@@ -221,7 +221,7 @@ func (s *State) Restore(ctx context.Context) (int, error) {
 	if s.inventory() == nil {
 		return 0, errors.New("restore prepared claims: the node's devices have not been discovered yet")
 	}
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Restore")
 	if err != nil {
 		return 0, fmt.Errorf("restore prepared claims: %w", err)
 	}
@@ -267,7 +267,7 @@ func (s *State) Reconcile(ctx context.Context) error {
 	if err := os.MkdirAll(s.cdi.Dir(), 0o755); err != nil {
 		return fmt.Errorf("create the CDI directory: %w", atomicfile.WithAdvice(err, filepath.Dir(s.cdi.Dir())))
 	}
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Reconcile")
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/atomicfile"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
 )
 
 // State prepares and unprepares claims on this node: it plans each claim
@@ -83,8 +84,10 @@ type State struct {
 	lockPath       string
 
 	// sem serializes calls in this process; it is a channel so that a
-	// waiting call can give up when its context ends.
-	sem chan struct{}
+	// waiting call can give up when its context ends. lockWatch notes its
+	// holder for the liveness check (health.go).
+	sem       chan struct{}
+	lockWatch health.LockWatch
 
 	// idxInv and idx cache the index of the last inventory seen (guarded
 	// by sem).
@@ -263,14 +266,28 @@ type holder struct {
 	exclusive bool
 }
 
-func (s *State) begin(ctx context.Context) (*session, error) {
+// backgroundLockWait bounds the wait for the locks of a call without a
+// deadline (Reconcile, Restore, the stale-claim check), as the kubelet's
+// 45 s bound its calls: every wait under the state lock ends well before
+// health.StuckAfter, which the liveness check counts on. Tests shorten it.
+var backgroundLockWait = time.Minute
+
+// begin takes the locks for a call; holder names it for the liveness check.
+func (s *State) begin(ctx context.Context, holder string) (*session, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, backgroundLockWait)
+		defer cancel()
+	}
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for another call of this plugin to finish: %w", context.Cause(ctx))
 	}
+	s.lockWatch.Acquired(holder)
 	ss, err := s.beginLocked(ctx)
 	if err != nil {
+		s.lockWatch.Released()
 		<-s.sem
 		return nil, err
 	}
@@ -308,6 +325,7 @@ func (s *State) beginLocked(ctx context.Context) (*session, error) {
 
 func (ss *session) end() {
 	_ = ss.lock.Close() // releases the flock
+	ss.s.lockWatch.Released()
 	<-ss.s.sem
 }
 
@@ -478,7 +496,7 @@ func (s *State) index(inv *discovery.Inventory) *inventoryIndex {
 func (s *State) Prepare(ctx context.Context, claims []*resourceapi.ResourceClaim) map[types.UID]kubeletplugin.PrepareResult {
 	logger := klog.FromContext(ctx)
 	out := make(map[types.UID]kubeletplugin.PrepareResult, len(claims))
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Prepare")
 	if err != nil {
 		for _, c := range claims {
 			if c != nil {
@@ -682,7 +700,7 @@ func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryI
 // (rollback.go).
 func (s *State) Unprepare(ctx context.Context, claims []kubeletplugin.NamespacedObject) map[types.UID]error {
 	out := make(map[types.UID]error, len(claims))
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Unprepare")
 	if err != nil {
 		for _, c := range claims {
 			out[c.UID] = fmt.Errorf("unprepare claim %s: %w", c.NamespacedName, err)

@@ -758,7 +758,9 @@ func staleClaimGC(t *testing.T) (err error) {
 	}
 	started := time.Now()
 
-	collectErr := poll(60*time.Second, "the plugin to collect the deleted claim's checkpoint entry and CDI spec", func() (bool, error) {
+	// The stale-claim check runs 1 minute after start and removes an entry seen stale at two looks at least a
+	// minute apart (pkg/driver/gc.go): about 2 to 2.5 minutes.
+	collectErr := poll(200*time.Second, "the plugin to collect the deleted claim's checkpoint entry and CDI spec", func() (bool, error) {
 		has, err := checkpointHas(claimUID)
 		return err == nil && !has && !fileExists(cdiSpecPath(claimUID)), err
 	})
