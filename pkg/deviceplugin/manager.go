@@ -287,6 +287,7 @@ func (m *Manager) Run(ctx context.Context, src InventorySource) error {
 		return fmt.Errorf("device-plugin directory: %w", err)
 	}
 	m.cleanStaleSockets()
+	m.cleanCDITemps()
 	if m.opts.healthAddr != "" {
 		srv, err := m.serveHealth(ctx, &wg)
 		if err != nil {
