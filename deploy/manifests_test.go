@@ -427,6 +427,12 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 			errorf("%s probe timeout %ds: the healthcheck itself waits up to 5 s", name, p.TimeoutSeconds)
 		}
 	}
+	// Liveness fails on a stuck plugin only; a gRPC socket replaced between
+	// two probes (device-plugin mode after a kubelet restart) must not
+	// restart it.
+	if p := c.LivenessProbe; p != nil && (p.FailureThreshold < 3 || p.PeriodSeconds*p.FailureThreshold < 30) {
+		errorf("liveness probe: %d failures %ds apart restart a plugin that is not stuck", p.FailureThreshold, p.PeriodSeconds)
+	}
 
 	// Environment: the downward API for the node and pod, fixed values else.
 	env := map[string]corev1.EnvVar{}

@@ -81,8 +81,10 @@ Usage:
   power-dev-plugin [flags]            run the kubelet plugin (see --help)
   power-dev-plugin discover [flags]   show what this node would publish, and why
                                       anything was left out (see discover --help)
-  power-dev-plugin healthcheck [ADDR] exit 0 when the running plugin is healthy
-                                      (for exec probes: the image has no shell)
+  power-dev-plugin healthcheck [--ready] [ADDR]
+                                      exit 0 when the running plugin is live (not
+                                      stuck), with --ready when it is ready; else
+                                      say every reason (for exec probes)
   power-dev-plugin version            print the version
 
 `)

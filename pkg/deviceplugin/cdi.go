@@ -1,11 +1,9 @@
 package deviceplugin
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +12,8 @@ import (
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 	"tags.cncf.io/container-device-interface/pkg/parser"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/atomicfile"
 )
 
 // CDI naming. The device plugin keeps one static spec file of kind
@@ -112,11 +112,11 @@ func buildCDISpec(sets []*DeviceSet, defined map[string]bool) (*cdispec.Spec, er
 	return spec, nil
 }
 
-// cdiWriter keeps the static spec file, through the CDI library's cache
-// (validation, temporary file and rename).
+// cdiWriter keeps the static spec file, through atomicfile as the DRA
+// driver's specs (checked by the CDI library, written under a temporary
+// name of this plugin's own, synced and renamed).
 type cdiWriter struct {
-	dir   string
-	cache *cdi.Cache
+	dir string
 	// defined are the CDI device names the spec on disk defines: read when
 	// the writer is made, then those of each write. A plain name (sdb) stays
 	// defined while its device is there, also once the device has a stable
@@ -128,12 +128,7 @@ type cdiWriter struct {
 }
 
 func newCDIWriter(dir string) (*cdiWriter, error) {
-	dir = filepath.Clean(dir)
-	cache, err := cdi.NewCache(cdi.WithSpecDirs(dir), cdi.WithAutoRefresh(false))
-	if err != nil {
-		return nil, fmt.Errorf("CDI cache for %s: %w", dir, err)
-	}
-	w := &cdiWriter{dir: dir, cache: cache, defined: map[string]bool{}}
+	w := &cdiWriter{dir: filepath.Clean(dir), defined: map[string]bool{}}
 	if b, err := os.ReadFile(w.path()); err == nil {
 		var old cdispec.Spec
 		if json.Unmarshal(b, &old) == nil && old.Kind == CDIKind {
@@ -147,33 +142,46 @@ func newCDIWriter(dir string) (*cdiWriter, error) {
 
 func (w *cdiWriter) path() string { return filepath.Join(w.dir, CDISpecFile) }
 
+// removeTemps removes the temporary files that crashed writes of the spec
+// left; see atomicfile.RemoveTemps. Other writers' files are never touched.
+func (w *cdiWriter) removeTemps() ([]string, error) {
+	return atomicfile.RemoveTemps(w.dir, CDISpecFile)
+}
+
+// cleanCDITemps removes, at start, what writes of the spec that a crash
+// interrupted left.
+func (m *Manager) cleanCDITemps() {
+	if m.cdi == nil {
+		return
+	}
+	removed, err := m.cdi.removeTemps()
+	for _, p := range removed {
+		m.logger.Info("Removed a temporary file left by an interrupted write", "file", p)
+	}
+	if err != nil {
+		m.logger.Error(err, "Cannot remove the temporary files that interrupted writes left in the CDI directory")
+	}
+}
+
 // write makes the spec file hold spec (removes it for nil), unless it holds
 // exactly that already. It returns the device names the file now defines.
 func (w *cdiWriter) write(spec *cdispec.Spec) (map[string]bool, bool, error) {
 	if spec == nil {
-		err := w.cache.RemoveSpec(CDISpecFile)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, false, fmt.Errorf("remove CDI spec %s: %w", w.path(), err)
+		_, statErr := os.Lstat(w.path())
+		if err := atomicfile.Remove(w.path(), nil); err != nil {
+			return nil, false, fmt.Errorf("remove CDI spec: %w", err)
 		}
 		w.defined = map[string]bool{}
-		return map[string]bool{}, err == nil, nil
+		return map[string]bool{}, statErr == nil, nil
 	}
 	names := make(map[string]bool, len(spec.Devices))
 	for _, d := range spec.Devices {
 		names[d.Name] = true
 	}
-	// The CDI library writes a .json spec as json.Marshal of it.
-	want, err := json.Marshal(spec)
+	wrote, _, err := atomicfile.WriteCDISpec(w.path(), spec, nil)
 	if err != nil {
-		return nil, false, fmt.Errorf("encode CDI spec: %w", err)
-	}
-	if have, err := os.ReadFile(w.path()); err == nil && bytes.Equal(have, want) {
-		w.defined = names
-		return names, false, nil
-	}
-	if err := w.cache.WriteSpec(spec, CDISpecFile); err != nil {
 		return nil, false, fmt.Errorf("write CDI spec %s: %w", w.path(), err)
 	}
 	w.defined = names
-	return names, true, nil
+	return names, wrote, nil
 }

@@ -247,12 +247,3 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-func statusOf(m *Manager, group string) PluginStatus {
-	for _, s := range m.Status() {
-		if s.Group == group {
-			return s
-		}
-	}
-	return PluginStatus{}
-}

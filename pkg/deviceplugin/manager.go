@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -87,6 +86,9 @@ type options struct {
 	healthAddr string
 	registrar  Registrar
 	timing     timing
+	// stuckAfter and healthTimeout are the health checks' limits
+	// (health.go); tests shorten them.
+	stuckAfter, healthTimeout time.Duration
 	// probe is discovery.CheckNotHeld under hostRoot; tests replace it
 	// when their inventories are made up.
 	probe func(d *discovery.Device) error
@@ -161,6 +163,8 @@ type Manager struct {
 
 	started atomic.Bool
 	ready   atomic.Bool
+	// loop notes what Run's loop is doing, for the liveness check.
+	loop health.LockWatch
 }
 
 type pluginRun struct {
@@ -171,7 +175,7 @@ type pluginRun struct {
 
 // New checks the options and returns a Manager; Run starts it.
 func New(opts ...Option) (*Manager, error) {
-	o := options{pluginDir: DefaultPluginDir, cdiDir: "/var/run/cdi", cdiDevices: true, hostRoot: "/", timing: defaultTiming()}
+	o := options{pluginDir: DefaultPluginDir, cdiDir: "/var/run/cdi", cdiDevices: true, hostRoot: "/", timing: defaultTiming(), stuckAfter: health.StuckAfter}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(&o)
@@ -263,22 +267,6 @@ func (m *Manager) Status() []PluginStatus {
 	return out
 }
 
-// Ready reports whether the first inventory is served: every group's
-// plugin listens on its socket. Registration is not required: during a
-// rolling update the kubelet accepts the new pod only once the old one
-// has gone.
-func (m *Manager) Ready() bool {
-	if !m.ready.Load() {
-		return false
-	}
-	for _, s := range m.Status() {
-		if !s.Serving {
-			return false
-		}
-	}
-	return true
-}
-
 // Run serves the inventories src delivers until ctx ends, then stops every
 // plugin (their sockets are removed; the CDI spec stays, see the package
 // documentation) and returns nil. It returns an error when discovery
@@ -299,6 +287,7 @@ func (m *Manager) Run(ctx context.Context, src InventorySource) error {
 		return fmt.Errorf("device-plugin directory: %w", err)
 	}
 	m.cleanStaleSockets()
+	m.cleanCDITemps()
 	if m.opts.healthAddr != "" {
 		srv, err := m.serveHealth(ctx, &wg)
 		if err != nil {
@@ -338,11 +327,11 @@ func (m *Manager) Run(ctx context.Context, src InventorySource) error {
 				continue
 			}
 			if inv != nil {
-				m.apply(ctx, inv)
+				m.doing("applying a new inventory", func() { m.apply(ctx, inv) })
 			}
 		case <-ticker.C:
 			if m.cdi != nil && m.cdiSets != nil {
-				m.writeCDI(m.cdiSets, m.cdiFailed)
+				m.doing("checking the CDI spec", func() { m.writeCDI(m.cdiSets, m.cdiFailed) })
 			}
 		}
 	}
@@ -550,37 +539,4 @@ func (m *Manager) cleanStaleSockets() {
 			}
 		}
 	}
-}
-
-// serveHealth answers /healthz (the manager runs) and /readyz (every
-// group's plugin serves the first inventory), with the plugins' status.
-func (m *Manager) serveHealth(ctx context.Context, wg *sync.WaitGroup) (*http.Server, error) {
-	mux := http.NewServeMux()
-	writeStatus := func(w http.ResponseWriter) {
-		for _, s := range m.Status() {
-			state := "registered"
-			if !s.Registered {
-				state = "not registered"
-				if s.LastError != "" {
-					state += ": " + s.LastError
-				}
-			}
-			_, _ = fmt.Fprintf(w, "%s: %d IDs, serving=%v, %s, %d stream(s)\n", s.Resource, s.IDs, s.Serving, state, s.Streams)
-		}
-	}
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = fmt.Fprintln(w, "ok")
-		writeStatus(w)
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !m.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintln(w, "devices not served yet")
-			writeStatus(w)
-			return
-		}
-		_, _ = fmt.Fprintln(w, "ok")
-		writeStatus(w)
-	})
-	return health.Serve(ctx, m.opts.healthAddr, mux, wg)
 }

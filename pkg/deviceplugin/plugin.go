@@ -83,6 +83,7 @@ type plugin struct {
 	mu      sync.Mutex
 	set     *DeviceSet
 	changed chan struct{} // closed and replaced when set changes
+	ids     atomic.Int64  // len(set.Units), for status without mu
 
 	streams    atomic.Int32
 	opens      atomic.Int64  // streams opened so far
@@ -123,6 +124,7 @@ func newPlugin(set *DeviceSet, socketBase, kubeletSocket string, r Registrar, cd
 		pokes:         make(chan struct{}, 1),
 	}
 	p.state.Store(&keeperStatus{})
+	p.ids.Store(int64(len(set.Units)))
 	return p
 }
 
@@ -133,6 +135,7 @@ func (p *plugin) update(set *DeviceSet) {
 	defer p.mu.Unlock()
 	same := proto.Equal(p.set.ListAndWatchResponse(), set.ListAndWatchResponse())
 	p.set = set
+	p.ids.Store(int64(len(set.Units)))
 	if !same {
 		close(p.changed)
 		p.changed = make(chan struct{})
@@ -153,10 +156,11 @@ func (p *plugin) poke() {
 }
 
 func (p *plugin) status() PluginStatus {
-	set, _ := p.current()
+	// Not under mu: the health checks read the status, and one of them
+	// finds out whether mu is stuck.
 	st := p.state.Load()
 	return PluginStatus{
-		Group: p.group, Resource: p.resource, Socket: st.socket, IDs: len(set.Units),
+		Group: p.group, Resource: p.resource, Socket: st.socket, IDs: int(p.ids.Load()),
 		Serving: st.serving, Registered: st.registered, Streams: int(p.streams.Load()),
 		Registrations: p.registrations.Load(), LastError: st.lastError,
 	}

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,6 +58,12 @@ func TestWatcherEmptyConfigKeepsLastGood(t *testing.T) {
 		return published("/dev/sdb", "narrow")(inv) && notPublished("/dev/sdc")(inv)
 	})
 
+	// Emptied in place (": > config.yaml" on a hostPath file), which a
+	// read may also catch half way; then replaced by an empty file.
+	if err := os.Truncate(cfgPath, 0); err != nil {
+		t.Fatal(err)
+	}
+	expectQuiet(t, w, 300*time.Millisecond, "a configuration file emptied in place")
 	for _, content := range []string{"", "  \n", "# every group removed\n"} {
 		writeAtomic(t, cfgPath, []byte(content))
 		expectQuiet(t, w, 300*time.Millisecond, "an empty configuration file")

@@ -1,8 +1,6 @@
 package driver
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +14,8 @@ import (
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 	"tags.cncf.io/container-device-interface/pkg/parser"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/atomicfile"
 )
 
 // CDI naming. Every prepared claim gets one transient spec file of kind
@@ -198,10 +198,12 @@ func cdiDeviceNode(n PlannedNode) *cdispec.DeviceNode {
 }
 
 // CDIWriter writes and removes this driver's spec files in one directory,
-// through the CDI library (validation, temp file and rename).
+// through atomicfile: checked by the CDI library, written under a temporary
+// name of this plugin's own, synced and renamed.
 type CDIWriter struct {
-	dir   string
-	cache *cdi.Cache
+	dir string
+	// hook is State's fault hook (tests), called at atomicfile's points.
+	hook func(point string) error
 }
 
 // NewCDIWriter returns a writer for dir. The directory need not exist yet.
@@ -209,12 +211,7 @@ func NewCDIWriter(dir string) (*CDIWriter, error) {
 	if dir == "" {
 		return nil, errors.New("CDI directory is empty")
 	}
-	dir = filepath.Clean(dir)
-	cache, err := cdi.NewCache(cdi.WithSpecDirs(dir), cdi.WithAutoRefresh(false))
-	if err != nil {
-		return nil, fmt.Errorf("CDI cache for %s: %w", dir, err)
-	}
-	return &CDIWriter{dir: dir, cache: cache}, nil
+	return &CDIWriter{dir: filepath.Clean(dir)}, nil
 }
 
 // Dir is the CDI directory.
@@ -227,26 +224,43 @@ func (w *CDIWriter) Path(specName string) string { return filepath.Join(w.dir, s
 // that content. It reports whether it wrote. A claim without devices has
 // no spec.
 func (w *CDIWriter) WriteSpec(pc *PreparedClaim) (bool, error) {
+	written, _, err := w.writeSpec(pc)
+	return written, err
+}
+
+// writeSpec is WriteSpec that also returns what the file held before (nil
+// when nothing), to undo the write (rollback.go).
+func (w *CDIWriter) writeSpec(pc *PreparedClaim) (bool, []byte, error) {
 	if pc.SpecName == "" {
-		return false, nil
+		return false, nil, nil
 	}
 	spec, err := pc.CDISpec()
 	if err != nil {
-		return false, err
-	}
-	// The CDI library writes a .json spec as json.Marshal of it.
-	want, err := json.Marshal(spec)
-	if err != nil {
-		return false, fmt.Errorf("encode CDI spec for claim %s/%s: %w", pc.Namespace, pc.Name, err)
+		return false, nil, err
 	}
 	path := w.Path(pc.SpecName)
-	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
-		return false, nil
+	written, prev, err := atomicfile.WriteCDISpec(path, spec, w.hit)
+	if err != nil {
+		return false, nil, fmt.Errorf("write CDI spec %s for claim %s/%s: %w", path, pc.Namespace, pc.Name, err)
 	}
-	if err := w.cache.WriteSpec(spec, pc.SpecName); err != nil {
-		return false, fmt.Errorf("write CDI spec %s for claim %s/%s: %w", path, pc.Namespace, pc.Name, err)
+	return written, prev, nil
+}
+
+func (w *CDIWriter) hit(point string) error {
+	if w.hook == nil {
+		return nil
 	}
-	return true, nil
+	return w.hook("cdi:" + point)
+}
+
+// putBack makes a spec file hold prev again (rollback.go).
+func (w *CDIWriter) putBack(name string, prev []byte) error {
+	err := atomicfile.Write(w.Path(name), prev, atomicfile.Options{Perm: 0o600, Hook: w.hit})
+	var nd *atomicfile.NotDurableError
+	if err != nil && !errors.As(err, &nd) {
+		return fmt.Errorf("put back the CDI spec %s as it was: %w", w.Path(name), err)
+	}
+	return nil
 }
 
 // RemoveSpec removes the spec file(s) of a claim; a missing file is fine.
@@ -262,9 +276,8 @@ func (w *CDIWriter) RemoveSpec(claimUID types.UID) error {
 }
 
 func (w *CDIWriter) removeFile(name string) error {
-	err := w.cache.RemoveSpec(name)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove CDI spec %s: %w", w.Path(name), err)
+	if err := atomicfile.Remove(w.Path(name), w.hit); err != nil {
+		return fmt.Errorf("remove CDI spec: %w", err)
 	}
 	return nil
 }
@@ -299,24 +312,11 @@ func (w *CDIWriter) listSpecs() ([]specFile, error) {
 	return out, nil
 }
 
-// strayTempFiles returns temp files the CDI library left behind (crash
-// between create and rename) that hold one of this driver's specs.
-func (w *CDIWriter) strayTempFiles() []string {
-	matches, _ := filepath.Glob(filepath.Join(w.dir, "spec.*.tmp"))
-	var out []string
-	for _, m := range matches {
-		data, err := os.ReadFile(m)
-		if err != nil {
-			continue
-		}
-		var head struct {
-			Kind string `json:"kind"`
-		}
-		if json.Unmarshal(data, &head) == nil && head.Kind == CDIKind {
-			out = append(out, m)
-		}
-	}
-	return out
+// removeTemps removes the temporary files that crashed writes of this
+// driver's specs left; see atomicfile.RemoveTemps. Other writers' files,
+// the CDI library's spec.<digits>.tmp among them, are never touched.
+func (w *CDIWriter) removeTemps() ([]string, error) {
+	return atomicfile.RemoveTemps(w.dir, cdiSpecPrefix)
 }
 
 // readSpec parses one of this driver's spec files.

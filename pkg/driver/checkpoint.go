@@ -8,10 +8,11 @@ import (
 	"hash/crc32"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/atomicfile"
 )
 
 // The checkpoint records which claims are prepared on this node, because
@@ -21,10 +22,10 @@ import (
 //	{"version":"v2","checksum":"crc32c:1a2b3c4d","data":{"claims":{"<uid>":{...PreparedClaim...}}}}
 //
 // The checksum is CRC-32C (Castagnoli) over the exact bytes of "data" as
-// they appear in the file. The file is replaced atomically: written to a
-// temp file in the same directory, fsynced, renamed over the old one, and
-// the directory fsynced, so after a crash the file is either the old or
-// the new checkpoint, never a mix.
+// they appear in the file. The file is replaced atomically
+// (atomicfile.Write: a temp file of this plugin's in the same directory,
+// fsynced, renamed over the old one, and the directory fsynced), so after a
+// crash the file is either the old or the new checkpoint, never a mix.
 //
 // Version v2 adds each node's identity and each claim's boot ID. v1, which
 // the release before wrote, is read too (its claims have neither; see
@@ -165,60 +166,25 @@ func SaveCheckpoint(path string, cp *Checkpoint) error {
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	return writeCheckpointData(path, data)
+	return writeCheckpointData(path, data, nil)
 }
 
-func writeCheckpointData(path string, data []byte) error {
+// writeCheckpointData writes the checkpoint file for data through
+// atomicfile.Write; hook is its fault hook (tests), called with the
+// points prefixed "checkpoint:". A *atomicfile.NotDurableError means the
+// new content is in place.
+func writeCheckpointData(path string, data []byte, hook func(string) error) error {
 	b, err := json.Marshal(checkpointFile{Version: CheckpointVersion, Checksum: checksum(data), Data: data})
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
 	b = append(b, '\n')
-	return writeFileAtomic(path, b, 0o600)
-}
-
-// writeFileAtomic writes data to a temp file next to path, fsyncs it,
-// renames it over path and fsyncs the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	o := atomicfile.Options{Perm: 0o600}
+	if hook != nil {
+		o.Hook = func(p string) error { return hook("checkpoint:" + p) }
 	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = syncDir(dir); err != nil {
-		// The new content is in place; only its durability across a
-		// power loss is in doubt. Report it anyway.
-		return fmt.Errorf("write %s: fsync directory: %w", path, err)
+	if err := atomicfile.Write(path, b, o); err != nil {
+		return fmt.Errorf("write the checkpoint %s: %w", path, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

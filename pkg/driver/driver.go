@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -51,6 +50,8 @@ type options struct {
 	clock         clock.Clock
 	staleInterval time.Duration
 	releaseWait   time.Duration
+	// Health checks (health.go); tests shorten them.
+	lockLimit, healthTimeout time.Duration
 }
 
 func WithKubeClient(c kubernetes.Interface) Option { return func(o *options) { o.client = c } }
@@ -87,7 +88,8 @@ type Driver struct {
 	inv       *discovery.Inventory
 	invSignal chan struct{} // closed and replaced on every new inventory
 	published atomic.Bool
-	cancel    context.CancelCauseFunc
+	fatal     chan error // HandleError's first fatal error, for Run (even before Run)
+	health    healthState
 	waiter    *releaseWaiter
 	collector *staleCollector
 
@@ -106,10 +108,11 @@ var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
 // prepared claims restored (State.Restore), once Run receives the first
 // inventory.
 func Start(ctx context.Context, opts ...Option) (*Driver, error) {
-	d := &Driver{invSignal: make(chan struct{})}
+	d := &Driver{invSignal: make(chan struct{}), fatal: make(chan error, 1)}
 	d.opts.clock = clock.RealClock{}
 	d.opts.staleInterval = DefaultStaleClaimInterval
 	d.opts.releaseWait = DefaultReleaseWait
+	d.opts.lockLimit = health.StuckAfter
 	for _, o := range opts {
 		o(&d.opts)
 	}
@@ -154,14 +157,20 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 		d.collector = newStaleCollector(state, d.opts.claims, d.opts.nodeName, d.opts.clock, d.opts.staleInterval)
 	}
 
+	regSocket, regOpt := registrationSocket(&d.opts)
+	d.health.regSocket, d.health.lockLimit, d.health.timeout = regSocket, d.opts.lockLimit, d.opts.healthTimeout
 	hopts := []kubeletplugin.Option{
 		kubeletplugin.DriverName(DriverName),
 		kubeletplugin.NodeName(d.opts.nodeName),
-		kubeletplugin.KubeClient(d.opts.client),
+		kubeletplugin.KubeClient(sliceClient{Interface: d.opts.client, h: &d.health}),
+		kubeletplugin.GRPCInterceptor(d.observeRegistration),
 		// State locks each call itself (in-process and flock); the
 		// helper's serialization would also hold back the Unprepare that
 		// a waiting Prepare needs.
 		kubeletplugin.Serialize(false),
+	}
+	if regOpt != nil {
+		hopts = append(hopts, regOpt)
 	}
 	if d.opts.registrarDir != "" {
 		hopts = append(hopts, kubeletplugin.RegistrarDirectoryPath(d.opts.registrarDir))
@@ -190,7 +199,6 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 	logger := klog.FromContext(ctx)
 	ctx, cancel := context.WithCancelCause(ctx)
-	d.cancel = cancel
 	defer d.helper.Stop()
 
 	var wg sync.WaitGroup
@@ -234,6 +242,8 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 				return nil
 			}
 			return cause
+		case err := <-d.fatal:
+			return err
 		case err := <-srcErr:
 			if err != nil && ctx.Err() == nil {
 				return fmt.Errorf("device discovery: %w", err)
@@ -262,16 +272,19 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 	logger := klog.FromContext(ctx)
 	res, withheld, err := BuildResourcesWithheld(d.opts.nodeName, inv)
+	if err == nil {
+		err = ValidateResources(res)
+	}
+	if err == nil {
+		d.logWithheld(logger, withheld)
+		d.setInventory(inv)
+		if err = d.helper.PublishResources(ctx, res); err != nil {
+			err = fmt.Errorf("publish ResourceSlices: %w", err)
+		}
+	}
+	d.health.set(func(h *healthState) { h.publishErr = err })
 	if err != nil {
 		return err
-	}
-	if err := ValidateResources(res); err != nil {
-		return err
-	}
-	d.logWithheld(logger, withheld)
-	d.setInventory(inv)
-	if err := d.helper.PublishResources(ctx, res); err != nil {
-		return fmt.Errorf("publish ResourceSlices: %w", err)
 	}
 	n := 0
 	for _, p := range res.Pools {
@@ -325,6 +338,10 @@ func (d *Driver) inventoryAndSignal() (*discovery.Inventory, <-chan struct{}) {
 
 // PrepareResourceClaims implements kubeletplugin.DRAPlugin.
 func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceapi.ResourceClaim) (map[types.UID]kubeletplugin.PrepareResult, error) {
+	if len(claims) == 0 {
+		// The liveness check's call (health.go); it must take no lock.
+		return map[types.UID]kubeletplugin.PrepareResult{}, nil
+	}
 	if d.inventory() == nil {
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
@@ -352,8 +369,11 @@ func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
 		}
 	}
 	utilruntime.HandleErrorWithContext(ctx, err, msg)
-	if !errors.Is(err, kubeletplugin.ErrRecoverable) && d.cancel != nil {
-		d.cancel(fmt.Errorf("fatal error: %s: %w", msg, err))
+	if !errors.Is(err, kubeletplugin.ErrRecoverable) {
+		select {
+		case d.fatal <- fmt.Errorf("fatal error: %s: %w", msg, err):
+		default: // Run gets the first one
+		}
 	}
 }
 
@@ -433,25 +453,4 @@ func PublishedDeviceNames(inv *discovery.Inventory) []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// serveHealth answers /healthz (the process runs and is registered with the
-// kubelet, or not yet told otherwise) and /readyz (devices published).
-func (d *Driver) serveHealth(ctx context.Context, addr string) (*http.Server, error) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if st := d.helper.RegistrationStatus(); st != nil && !st.PluginRegistered {
-			http.Error(w, "kubelet rejected the registration: "+st.Error, http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !d.published.Load() {
-			http.Error(w, "devices not published yet", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	return health.Serve(ctx, addr, mux, nil)
 }

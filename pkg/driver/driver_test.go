@@ -414,6 +414,11 @@ func TestDriverHealthEndpointWaitsForPort(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 	busy.Close()
+	// Ready also needs the kubelet's confirmation of the registration.
+	reg := registerapi.NewRegistrationClient(dialUnix(t, filepath.Join(base, "reg", DriverName+"-reg.sock")))
+	if _, err := reg.NotifyRegistrationStatus(ctx, &registerapi.RegistrationStatus{PluginRegistered: true}); err != nil {
+		t.Fatalf("NotifyRegistrationStatus: %v", err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/readyz")

@@ -168,11 +168,8 @@ func (c *staleCollector) collect(ctx context.Context) (pending bool) {
 			logger.Info("Unprepared a stale claim: its devices are free again", "claim", ref, "claimUID", pc.UID,
 				"reason", cand.reason, "devices", claimDeviceNames(pc))
 		}
-		switch {
-		case err != nil && removed:
-			logger.Error(err, "The stale claim's CDI spec file could not be removed; the plugin removes it at its next start", "claim", ref, "claimUID", pc.UID)
-		case err != nil:
-			logger.Error(err, "Unpreparing a stale claim failed; trying again at the next check", "claim", ref, "claimUID", pc.UID)
+		if err != nil {
+			logger.Error(err, "Unpreparing a stale claim failed; it stays prepared, trying again at the next check", "claim", ref, "claimUID", pc.UID)
 		}
 	}
 	return pending
@@ -197,7 +194,7 @@ func claimDeviceNames(pc *PreparedClaim) []string {
 
 // loadEntries reads the checkpoint under the locks, as every call does.
 func (s *State) loadEntries(ctx context.Context) (map[types.UID]*PreparedClaim, error) {
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "the stale-claim check")
 	if err != nil {
 		return nil, err
 	}
@@ -209,12 +206,12 @@ func (s *State) loadEntries(ctx context.Context) (map[types.UID]*PreparedClaim, 
 	return out, nil
 }
 
-// unprepareStale removes what Unprepare would for pc (checkpoint entry,
-// CDI spec, and with them its holds on device nodes), but only if the entry
-// is still the one the collector looked at: the lock was not held while it
-// asked the API server.
+// unprepareStale does what Unprepare does for pc (checkpoint entry, CDI
+// spec, and with them its holds on device nodes; all or nothing), but only
+// if the entry is still the one the collector looked at: the lock was not
+// held while it asked the API server.
 func (s *State) unprepareStale(ctx context.Context, pc *PreparedClaim) (bool, error) {
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "the stale-claim unprepare")
 	if err != nil {
 		return false, err
 	}
@@ -223,14 +220,10 @@ func (s *State) unprepareStale(ctx context.Context, pc *PreparedClaim) (bool, er
 	if cur == nil || cur.Recovered || cur.Allocation != pc.Allocation || cur.SpecName != pc.SpecName {
 		return false, nil
 	}
-	delete(ss.cp.Claims, pc.UID)
-	if err := ss.save(); err != nil {
-		return false, err
-	}
-	s.clearProblem(pc.UID)
 	obj := kubeletplugin.NamespacedObject{UID: pc.UID}
 	obj.Namespace, obj.Name = pc.Namespace, pc.Name
-	return true, s.removeSpecs(ctx, obj, cur)
+	err = ss.unprepare(ctx, []kubeletplugin.NamespacedObject{obj})[pc.UID]
+	return err == nil, err
 }
 
 // WithStaleClaimInterval sets how often prepared claims are checked against

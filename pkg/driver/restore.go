@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/atomicfile"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 )
 
@@ -220,7 +221,7 @@ func (s *State) Restore(ctx context.Context) (int, error) {
 	if s.inventory() == nil {
 		return 0, errors.New("restore prepared claims: the node's devices have not been discovered yet")
 	}
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Restore")
 	if err != nil {
 		return 0, fmt.Errorf("restore prepared claims: %w", err)
 	}
@@ -265,9 +266,9 @@ func sortedUIDs(m map[types.UID]*PreparedClaim) []types.UID {
 func (s *State) Reconcile(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	if err := os.MkdirAll(s.cdi.Dir(), 0o755); err != nil {
-		return fmt.Errorf("create the CDI directory: %w", err)
+		return fmt.Errorf("create the CDI directory: %w", atomicfile.WithAdvice(err, filepath.Dir(s.cdi.Dir())))
 	}
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Reconcile")
 	if err != nil {
 		return err
 	}
@@ -300,7 +301,8 @@ func (s *State) Reconcile(ctx context.Context) error {
 }
 
 // removeStrays removes this driver's specs of claims that are not prepared,
-// and temp files that crashed writes left.
+// and temp files that crashed writes left (only this plugin's: another
+// writer's are never touched).
 func (ss *session) removeStrays(ctx context.Context) []error {
 	s := ss.s
 	logger := klog.FromContext(ctx)
@@ -319,17 +321,34 @@ func (ss *session) removeStrays(ctx context.Context) []error {
 		}
 		logger.Info("Removed the CDI spec of a claim that is not prepared", "claimUID", f.ClaimUID, "file", s.cdi.Path(f.Name))
 	}
-	for _, tmp := range s.cdi.strayTempFiles() {
-		if err := os.Remove(tmp); err == nil {
-			logger.Info("Removed a CDI spec temp file left by an interrupted write", "file", tmp)
+	errs = append(errs, ss.removeTemps(ctx)...)
+	return errs
+}
+
+// removeTemps removes the temporary files that crashed writes of this
+// driver's specs and of the checkpoint left (atomicfile.RemoveTemps).
+func (ss *session) removeTemps(ctx context.Context) []error {
+	s := ss.s
+	logger := klog.FromContext(ctx)
+	var errs []error
+	cdiTemps, err := s.cdi.removeTemps()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cpTemps, err := atomicfile.RemoveTemps(s.dataDir, CheckpointFileName)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	// The release before named the checkpoint's temp files so; the data
+	// directory is this plugin's alone.
+	old, _ := filepath.Glob(s.checkpointPath + ".tmp*")
+	for _, p := range old {
+		if err := os.Remove(p); err == nil {
+			cpTemps = append(cpTemps, p)
 		}
 	}
-	if stray, _ := filepath.Glob(s.checkpointPath + ".tmp*"); len(stray) > 0 {
-		for _, tmp := range stray {
-			if err := os.Remove(tmp); err == nil {
-				logger.Info("Removed a checkpoint temp file left by an interrupted write", "file", tmp)
-			}
-		}
+	for _, p := range append(cdiTemps, cpTemps...) {
+		logger.Info("Removed a temporary file left by an interrupted write", "file", p)
 	}
 	return errs
 }

@@ -256,11 +256,10 @@ func TestStateRebootRenumberedDisks(t *testing.T) {
 // work, and all can be unprepared.
 func TestStateRebootDeviceGoneOrChanged(t *testing.T) {
 	type tc struct {
-		name   string
-		disks  []ptDisk
-		held   map[string]error
-		want   string
-		health string
+		name  string
+		disks []ptDisk
+		held  map[string]error
+		want  string
 	}
 	for _, c := range []tc{{
 		name:  "gone, its name now another disk's",

@@ -17,7 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/atomicfile"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
 )
 
 // State prepares and unprepares claims on this node: it plans each claim
@@ -50,6 +52,14 @@ import (
 //     UID alone (an unknown claim is not an error), and Reconcile removes
 //     them too.
 //
+// # Failures
+//
+// A call that fails at any step undoes what it did (rollback.go): a claim
+// it could not prepare keeps no spec, no entry and no hold; a claim it
+// could not unprepare stays prepared as it was. Every file is written
+// through atomicfile under a temporary name of this plugin's own; Reconcile
+// and Restore remove those that a crash left, and no other writer's.
+//
 // A checkpoint that cannot be trusted (bad JSON, bad checksum, unknown
 // version) is moved aside to checkpoint.json.corrupt-<UTC time>, never
 // deleted, and rebuilt from this driver's spec files. So is a checkpoint
@@ -74,8 +84,10 @@ type State struct {
 	lockPath       string
 
 	// sem serializes calls in this process; it is a channel so that a
-	// waiting call can give up when its context ends.
-	sem chan struct{}
+	// waiting call can give up when its context ends. lockWatch notes its
+	// holder for the liveness check (health.go).
+	sem       chan struct{}
+	lockWatch health.LockWatch
 
 	// idxInv and idx cache the index of the last inventory seen (guarded
 	// by sem).
@@ -97,8 +109,12 @@ type State struct {
 	bootErr error
 
 	// fault, when set by tests, is called at named points of Prepare,
-	// Unprepare and Reconcile; a test panics in it to simulate a crash.
+	// Unprepare and Reconcile, and inside every file write (hit); a test
+	// panics in it to simulate a crash.
 	fault func(point string)
+	// inject, when set by tests, is called at the same points; the error
+	// it returns fails the step there, as a failed write or removal would.
+	inject func(point string) error
 }
 
 // DefaultCDIDir is where the container runtime looks for transient CDI specs.
@@ -191,7 +207,7 @@ func NewState(opts ...StateOption) (*State, error) {
 	} else {
 		boot, bootErr = readBoot()
 	}
-	return &State{
+	s := &State{
 		nodeName:       cfg.nodeName,
 		dataDir:        dataDir,
 		inventory:      cfg.inventory,
@@ -207,7 +223,9 @@ func NewState(opts ...StateOption) (*State, error) {
 		boot:           boot,
 		bootErr:        bootErr,
 		fault:          failpoint,
-	}, nil
+	}
+	w.hook = s.hit
+	return s, nil
 }
 
 // CDIDir is the directory spec files are written to.
@@ -216,19 +234,29 @@ func (s *State) CDIDir() string { return s.cdi.Dir() }
 // CheckpointPath is the checkpoint file.
 func (s *State) CheckpointPath() string { return s.checkpointPath }
 
-func (s *State) hit(point string) {
+// hit marks a fault point (tests): fault may crash there, inject fail the
+// step with an error.
+func (s *State) hit(point string) error {
 	if s.fault != nil {
 		s.fault(point)
 	}
+	if s.inject != nil {
+		return s.inject(point)
+	}
+	return nil
 }
 
 // session is one call holding both locks with the checkpoint loaded.
 type session struct {
 	s       *State
+	logger  klog.Logger
 	cp      *Checkpoint
 	raw     []byte
 	lock    *os.File
 	holders map[string][]holder
+	// undo says, per claim this call wrote a spec for, how to undo that
+	// if the call fails (rollback.go).
+	undo map[types.UID]specUndo
 }
 
 // holder is a claim's use of a device node.
@@ -239,14 +267,28 @@ type holder struct {
 	exclusive bool
 }
 
-func (s *State) begin(ctx context.Context) (*session, error) {
+// backgroundLockWait bounds the wait for the locks of a call without a
+// deadline (Reconcile, Restore, the stale-claim check), as the kubelet's
+// 45 s bound its calls: every wait under the state lock ends well before
+// health.StuckAfter, which the liveness check counts on. Tests shorten it.
+var backgroundLockWait = time.Minute
+
+// begin takes the locks for a call; holder names it for the liveness check.
+func (s *State) begin(ctx context.Context, holder string) (*session, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, backgroundLockWait)
+		defer cancel()
+	}
 	select {
 	case s.sem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for another call of this plugin to finish: %w", context.Cause(ctx))
 	}
+	s.lockWatch.Acquired(holder)
 	ss, err := s.beginLocked(ctx)
 	if err != nil {
+		s.lockWatch.Released()
 		<-s.sem
 		return nil, err
 	}
@@ -255,7 +297,7 @@ func (s *State) begin(ctx context.Context) (*session, error) {
 
 func (s *State) beginLocked(ctx context.Context) (*session, error) {
 	if err := os.MkdirAll(s.dataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create the plugin data directory: %w", err)
+		return nil, fmt.Errorf("create the plugin data directory: %w", atomicfile.WithAdvice(err, s.dataDir))
 	}
 	f, err := flock(ctx, s.lockPath)
 	if err != nil {
@@ -279,15 +321,17 @@ func (s *State) beginLocked(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	s.setSnapshot(cp)
-	return &session{s: s, cp: cp, raw: raw, lock: f}, nil
+	return &session{s: s, logger: klog.FromContext(ctx), cp: cp, raw: raw, lock: f, undo: map[types.UID]specUndo{}}, nil
 }
 
 func (ss *session) end() {
 	_ = ss.lock.Close() // releases the flock
+	ss.s.lockWatch.Released()
 	<-ss.s.sem
 }
 
-// save writes the checkpoint if it changed.
+// save writes the checkpoint if it changed. On an error the file is as it
+// was.
 func (ss *session) save() error {
 	data, err := encodeCheckpointData(ss.cp)
 	if err != nil {
@@ -296,7 +340,7 @@ func (ss *session) save() error {
 	if ss.raw != nil && string(data) == string(ss.raw) {
 		return nil
 	}
-	if err := writeCheckpointData(ss.s.checkpointPath, data); err != nil {
+	if err := ss.s.writeCheckpoint(ss.logger, data); err != nil {
 		return err
 	}
 	ss.raw = data
@@ -304,12 +348,26 @@ func (ss *session) save() error {
 	return nil
 }
 
+// writeCheckpoint writes the checkpoint file for data. On an error the file
+// is as it was. A directory that could not be synced is only logged: the
+// new checkpoint is what every reader sees, and answering as if it were not
+// would leave the caller's view and the file apart.
+func (s *State) writeCheckpoint(logger klog.Logger, data []byte) error {
+	err := writeCheckpointData(s.checkpointPath, data, s.hit)
+	var nd *atomicfile.NotDurableError
+	if errors.As(err, &nd) {
+		logger.Error(err, "The checkpoint may not survive a power loss of the node")
+		return nil
+	}
+	return err
+}
+
 // flock opens path and takes an exclusive flock on it, polling so that ctx
 // can end the wait.
 func flock(ctx context.Context, path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
+		return nil, fmt.Errorf("open lock file: %w", atomicfile.WithAdvice(err, filepath.Dir(path)))
 	}
 	delay := time.Millisecond
 	for {
@@ -343,7 +401,7 @@ func (s *State) recoverCheckpoint(ctx context.Context, cause error) (*Checkpoint
 	if err := os.Rename(s.checkpointPath, aside); err != nil {
 		return nil, nil, fmt.Errorf("%w; moving it aside failed, so no claim can be prepared or unprepared until the file is fixed or removed: %v", cause, err)
 	}
-	_ = syncDir(s.dataDir)
+	_ = atomicfile.SyncDir(s.dataDir)
 	logger.Error(cause, "Checkpoint cannot be trusted: moved it aside and rebuilding it from the CDI spec files. "+
 		"A prepared claim whose spec file is gone too cannot be recovered; its Unprepare still succeeds.",
 		"movedTo", aside, "cdiDir", s.cdi.Dir())
@@ -383,7 +441,7 @@ func (s *State) rebuildFromSpecs(ctx context.Context, files []specFile) (*Checkp
 	}
 	data, err := encodeCheckpointData(cp)
 	if err == nil {
-		err = writeCheckpointData(s.checkpointPath, data)
+		err = s.writeCheckpoint(logger, data)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("writing the rebuilt checkpoint failed: %w", err)
@@ -439,7 +497,7 @@ func (s *State) index(inv *discovery.Inventory) *inventoryIndex {
 func (s *State) Prepare(ctx context.Context, claims []*resourceapi.ResourceClaim) map[types.UID]kubeletplugin.PrepareResult {
 	logger := klog.FromContext(ctx)
 	out := make(map[types.UID]kubeletplugin.PrepareResult, len(claims))
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Prepare")
 	if err != nil {
 		for _, c := range claims {
 			if c != nil {
@@ -466,12 +524,16 @@ func (s *State) Prepare(ctx context.Context, claims []*resourceapi.ResourceClaim
 			changed = append(changed, claim)
 		}
 	}
-	s.hit("prepare:before-checkpoint")
-	if err := ss.save(); err != nil {
+	err = s.hit("prepare:before-checkpoint")
+	if err == nil {
+		err = ss.save()
+	}
+	if err != nil {
+		err = fmt.Errorf("record it in the checkpoint: %w", err)
+		logger.Error(err, "Recording prepared claims in the checkpoint failed; undoing what this call wrote, the kubelet will retry", "claims", len(changed))
 		for _, c := range changed {
-			out[c.UID] = kubeletplugin.PrepareResult{Err: fmt.Errorf("prepare claim %s: record it in the checkpoint: %w", claimRef(c), err)}
+			out[c.UID] = kubeletplugin.PrepareResult{Err: ss.undoPrepare(ctx, c, err)}
 		}
-		logger.Error(err, "Recording prepared claims in the checkpoint failed; the kubelet will retry", "claims", len(changed))
 	}
 	return out
 }
@@ -486,6 +548,7 @@ func (ss *session) prepare(ctx context.Context, claim *resourceapi.ResourceClaim
 		return nil, false, fmt.Errorf("claim %s has no UID", ref)
 	}
 	old := ss.cp.Claims[claim.UID]
+	recorded := old != nil
 	if old != nil && !old.Recovered && old.Allocation == allocationFingerprint(claim, s.nodeName) {
 		return ss.prepareAgain(ctx, claim, old)
 	} else if old != nil && old.Recovered && !s.sameBoot(old.BootID) {
@@ -518,11 +581,14 @@ func (ss *session) prepare(ctx context.Context, claim *resourceapi.ResourceClaim
 	if err := ss.checkNotHeld(ctx, pc, old, ref, idx); err != nil {
 		return nil, false, err
 	}
-	written, err := s.cdi.WriteSpec(pc)
+	written, prev, err := s.cdi.writeSpec(pc)
 	if err != nil {
 		return nil, false, err
 	}
-	s.hit("prepare:after-spec")
+	ss.noteSpec(pc, recorded, written, prev)
+	if err := s.hit("prepare:after-spec"); err != nil {
+		return nil, false, ss.undoPrepare(ctx, claim, err)
+	}
 	ss.put(pc, idx)
 	nodes := 0
 	for _, d := range pc.Devices {
@@ -631,11 +697,11 @@ func (ss *session) checkExclusive(pc *PreparedClaim, ref string, idx *inventoryI
 
 // Unprepare undoes Prepare for each claim and returns an error (or nil)
 // for each claim UID. A claim that is not prepared succeeds; its spec file
-// is removed anyway.
+// is removed anyway. A claim that fails stays prepared as it was
+// (rollback.go).
 func (s *State) Unprepare(ctx context.Context, claims []kubeletplugin.NamespacedObject) map[types.UID]error {
-	logger := klog.FromContext(ctx)
 	out := make(map[types.UID]error, len(claims))
-	ss, err := s.begin(ctx)
+	ss, err := s.begin(ctx, "Unprepare")
 	if err != nil {
 		for _, c := range claims {
 			out[c.UID] = fmt.Errorf("unprepare claim %s: %w", c.NamespacedName, err)
@@ -643,62 +709,7 @@ func (s *State) Unprepare(ctx context.Context, claims []kubeletplugin.Namespaced
 		return out
 	}
 	defer ss.end()
-
-	removed := map[types.UID]*PreparedClaim{}
-	for _, c := range claims {
-		if c.UID == "" {
-			out[c.UID] = fmt.Errorf("unprepare claim %s: no UID", c.NamespacedName)
-			continue
-		}
-		if pc := ss.cp.Claims[c.UID]; pc != nil {
-			removed[c.UID] = pc
-			delete(ss.cp.Claims, c.UID)
-		}
-		s.clearProblem(c.UID)
-	}
-	if len(removed) > 0 {
-		if err := ss.save(); err != nil {
-			logger.Error(err, "Recording unprepared claims in the checkpoint failed; the kubelet will retry")
-			for _, c := range claims {
-				if removed[c.UID] != nil {
-					out[c.UID] = fmt.Errorf("unprepare claim %s: record it in the checkpoint: %w", c.NamespacedName, err)
-				}
-			}
-			// Keep the spec files of claims still recorded as prepared.
-			for _, c := range claims {
-				if _, done := out[c.UID]; !done && c.UID != "" {
-					out[c.UID] = s.removeSpecs(ctx, c, nil)
-				}
-			}
-			return out
-		}
-	}
-	s.hit("unprepare:after-checkpoint")
-	for _, c := range claims {
-		if _, done := out[c.UID]; done {
-			continue
-		}
-		out[c.UID] = s.removeSpecs(ctx, c, removed[c.UID])
-	}
-	return out
-}
-
-func (s *State) removeSpecs(ctx context.Context, c kubeletplugin.NamespacedObject, pc *PreparedClaim) error {
-	err := s.cdi.RemoveSpec(c.UID)
-	if err == nil && pc != nil && pc.SpecName != "" {
-		if _, ok := claimUIDFromSpecName(pc.SpecName); ok {
-			err = s.cdi.removeFile(pc.SpecName)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("unprepare claim %s: %w", c.NamespacedName, err)
-	}
-	if pc != nil {
-		klog.FromContext(ctx).Info("Unprepared claim", "claim", c.NamespacedName, "claimUID", c.UID)
-	} else {
-		klog.FromContext(ctx).V(4).Info("Claim was not prepared", "claim", c.NamespacedName, "claimUID", c.UID)
-	}
-	return nil
+	return ss.unprepare(ctx, claims)
 }
 
 // Prepared returns the prepared claims as of the last call (no I/O).

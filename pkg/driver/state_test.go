@@ -650,12 +650,18 @@ func TestStateReconcile(t *testing.T) {
 		"power-dev-plugin.io-claim.json":   `{"cdiVersion":"0.5.0","kind":"power-dev-plugin.io/claim","devices":[{"name":"static","containerEdits":{"env":["A=1"]}}]}`,
 		"spec.456.tmp":                     `{"kind":"nvidia.com/gpu"}`,
 		"README":                           "not a spec",
+		// The CDI library names every writer's temp files so, ours
+		// included before: whose it is cannot be told, so it stays.
+		"spec.123.tmp": `{"cdiVersion":"0.5.0","kind":"power-dev-plugin.io/claim"}`,
+		// The legacy mode's, which may be writing right now.
+		".power-dev-plugin.io-device.json.77.tmp": "",
 	}
 	ours := map[string]string{
-		CDISpecName("orphan"):                    `{"cdiVersion":"0.5.0","kind":"power-dev-plugin.io/claim","devices":[]}`,
-		"power-dev-plugin.io-claim_uid-foo.yaml": "stale other encoding of a prepared claim",
-		"power-dev-plugin.io-claim_junk.yaml":    "not even a spec",
-		"spec.123.tmp":                           `{"cdiVersion":"0.5.0","kind":"power-dev-plugin.io/claim"}`,
+		CDISpecName("orphan"):                             `{"cdiVersion":"0.5.0","kind":"power-dev-plugin.io/claim","devices":[]}`,
+		"power-dev-plugin.io-claim_uid-foo.yaml":          "stale other encoding of a prepared claim",
+		"power-dev-plugin.io-claim_junk.yaml":             "not even a spec",
+		".power-dev-plugin.io-claim_uid-foo.json.123.tmp": "",
+		".power-dev-plugin.io-claim_uid-x.json.9.tmp":     `{"cdiVersion":"0.5.0","kind":"power-dev-plugin.io/cl`,
 	}
 	for name, content := range others {
 		if err := os.WriteFile(filepath.Join(env.cdiDir, name), []byte(content), 0o644); err != nil {
@@ -667,8 +673,13 @@ func TestStateReconcile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The release before named the checkpoint's temp files so.
 	stray := filepath.Join(env.dataDir, CheckpointFileName+".tmp1234")
 	if err := os.WriteFile(stray, []byte("half a checkpoint"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stray2 := filepath.Join(env.dataDir, ".power-dev-plugin.io-checkpoint.json.5678.tmp")
+	if err := os.WriteFile(stray2, []byte("half a checkpoint"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env.state(t, ctx)
@@ -682,7 +693,7 @@ func TestStateReconcile(t *testing.T) {
 			t.Errorf("%s not removed", name)
 		}
 	}
-	if ptExists(stray) {
+	if ptExists(stray) || ptExists(stray2) {
 		t.Error("stray checkpoint temp file not removed")
 	}
 	if got, _ := os.ReadFile(env.specPath(foo.UID)); string(got) != string(want) {

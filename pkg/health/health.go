@@ -1,6 +1,7 @@
 // Package health serves the plugin's /healthz and /readyz endpoint, which the
-// DaemonSet's exec probes query through `power-dev-plugin healthcheck`.
-// Both plugin modes (DRA and device plugin) use it.
+// DaemonSet's exec probes query through `power-dev-plugin healthcheck`, and
+// holds the rules both plugin modes (DRA and device plugin) share: liveness
+// means not stuck (LockWatch, CallUnix), readiness lists every reason.
 package health
 
 import (

@@ -2,9 +2,11 @@ package health
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -85,5 +87,74 @@ func TestServeBadAddress(t *testing.T) {
 	_, err := Serve(context.Background(), "not-an-address", handler(), nil)
 	if err == nil || !strings.Contains(err.Error(), "health endpoint not-an-address") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Every failed check's reason is a line of its own (a joined error gives
+// several); /readyz runs the Live checks too.
+func TestEndpointsReasons(t *testing.T) {
+	live := errors.New("live is broken")
+	e := &Endpoints{
+		Live:   []Check{func(context.Context) error { return live }},
+		Ready:  []Check{func(context.Context) error { return errors.Join(errors.New("one"), errors.New("two")) }},
+		Detail: func(w io.Writer) { _, _ = io.WriteString(w, "detail\n") },
+	}
+	srv := httptest.NewServer(e.Handler())
+	defer srv.Close()
+	check := func(path string, code int, want string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != code || string(b) != want {
+			t.Errorf("%s: %d %q, want %d %q", path, resp.StatusCode, b, code, want)
+		}
+	}
+	check("/healthz", http.StatusServiceUnavailable, "not live\n- live is broken\ndetail\n")
+	check("/readyz", http.StatusServiceUnavailable, "not ready\n- live is broken\n- one\n- two\ndetail\n")
+	live = nil
+	e.Ready = nil
+	check("/healthz", http.StatusOK, "ok\ndetail\n")
+	check("/readyz", http.StatusOK, "ok\ndetail\n")
+}
+
+// A check that blocks beyond the timeout is a reason itself: the answer
+// comes in time.
+func TestEndpointsCheckThatBlocks(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	e := &Endpoints{Timeout: 100 * time.Millisecond, Live: []Check{
+		func(context.Context) error { return errors.New("first") },
+		func(context.Context) error { <-release; return nil },
+	}}
+	start := time.Now()
+	got := e.Reasons(context.Background(), e.Live)
+	if len(got) != 2 || got[0] != "first" || !strings.Contains(got[1], "the health checks did not finish within 100ms: the plugin is stuck") {
+		t.Errorf("reasons %q", got)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("answered after %v", d)
+	}
+}
+
+func TestLockWatchStuck(t *testing.T) {
+	var w LockWatch
+	if _, _, stuck := w.Stuck(0); stuck {
+		t.Error("a free lock is not stuck")
+	}
+	w.Acquired("Prepare")
+	if _, _, stuck := w.Stuck(time.Hour); stuck {
+		t.Error("held within the limit is not stuck")
+	}
+	time.Sleep(20 * time.Millisecond)
+	if holder, held, stuck := w.Stuck(10 * time.Millisecond); !stuck || holder != "Prepare" || held < 0 {
+		t.Errorf("Stuck = %q %v %v", holder, held, stuck)
+	}
+	w.Released()
+	if _, _, stuck := w.Stuck(0); stuck {
+		t.Error("released is not stuck")
 	}
 }

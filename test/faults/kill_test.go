@@ -116,7 +116,8 @@ func (s *suite) killTimed(size int, prepare bool, runs int) {
 }
 
 // killFailpoints kills the plugin at the fault points of the State (Prepare after a spec file, before the
-// checkpoint; Unprepare after the checkpoint; Restore after rewriting spec files), which a timer cannot hit,
+// checkpoint; Unprepare before and after the checkpoint; inside the writes of spec files and the checkpoint and
+// the removal of spec files; Restore after rewriting spec files), which a timer cannot hit,
 // with the faultinject build of the plugin (POWER_DEV_PLUGIN_FAILPOINTS). First it checks that the release
 // binary ignores that variable.
 func (s *suite) killFailpoints() {
@@ -151,6 +152,14 @@ func (s *suite) killFailpoints() {
 		{many, true, "prepare:before-checkpoint", 1},
 		{one, false, "unprepare:after-checkpoint", 1},
 		{many, false, "unprepare:after-checkpoint", 1},
+		// inside the writes (pkg/atomicfile): the temporary file created (empty), and written but not renamed
+		{many, true, "cdi:temp-created", 1 + s.rng.Intn(100)},
+		{many, true, "cdi:temp-written", 1 + s.rng.Intn(100)},
+		{one, true, "checkpoint:temp-created", 1},
+		{many, false, "checkpoint:temp-written", 1},
+		{one, false, "unprepare:before-checkpoint", 1},
+		// an Unprepare removes two names per claim (.json, .yaml)
+		{many, false, "cdi:remove", 1 + s.rng.Intn(200)},
 	}
 	for _, r := range runs {
 		label := fmt.Sprintf("at %s=kill@%d in a %d-claim %s", r.point, r.nth, len(r.set), opName(r.prepare))
