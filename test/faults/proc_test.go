@@ -3,6 +3,7 @@
 package faults
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -14,12 +15,17 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
 // proc is one run of the plugin binary.
 type proc struct {
 	n        int
 	why      string
+	legacy   bool
 	cmd      *exec.Cmd
 	pid      int
 	logStart int64 // where its output starts in plugin.log
@@ -39,6 +45,8 @@ type startOpts struct {
 	// exitOK: the process is expected to end by itself (a failpoint, a refused start).
 	exitOK bool
 }
+
+func (s *suite) legacy(p *proc) bool { return p.legacy }
 
 // start runs the plugin as the DaemonSet does (root without any capability: the shipped pod drops ALL), with
 // the suite's directories, logging into plugin.log.
@@ -72,7 +80,7 @@ func (s *suite) start(o startOpts) *proc {
 	}
 	args = append(args, o.extra...)
 	s.starts++
-	p := &proc{n: s.starts, why: o.why, done: make(chan struct{})}
+	p := &proc{n: s.starts, why: o.why, legacy: o.legacy, done: make(chan struct{})}
 	off, _ := s.log.Seek(0, io.SeekEnd)
 	p.logStart = off
 	if s.last != nil {
@@ -188,8 +196,14 @@ func (s *suite) logTail(p *proc, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// waitReady waits until p says on /readyz that it published its devices (and so has an inventory).
+// waitReady registers p (waitServing) and waits until it says on /readyz that it is ready: it published its
+// devices (and so has an inventory).
 func (s *suite) waitReady(p *proc, timeout time.Duration) error {
+	if !s.legacy(p) {
+		if err := s.waitServing(p, timeout); err != nil {
+			return err
+		}
+	}
 	c := &http.Client{Timeout: time.Second}
 	var last string
 	err := poll(timeout, func() (bool, error) {
@@ -236,11 +250,13 @@ func (s *suite) restart(why string) {
 	}
 }
 
-// waitServing waits until p accepts connections on its DRA socket, as the kubelet would find it once it
-// registered: Reconcile is done by then (devices may still be being discovered: the kubelet's retry covers
-// that).
+// waitServing waits until p accepts connections on its DRA socket, and registers it as the kubelet's plugin
+// watcher does when the registration socket appears (GetInfo, then NotifyRegistrationStatus). Reconcile is done
+// by then; devices may still be being discovered (the kubelet's retry covers that).
 func (s *suite) waitServing(p *proc, timeout time.Duration) error {
 	sock := filepath.Join(s.data, "dra.sock")
+	regSock := filepath.Join(s.reg, driverName+"-reg.sock")
+	var last error
 	err := poll(timeout, func() (bool, error) {
 		if !p.alive() {
 			return false, fmt.Errorf("the plugin ended: %s", p.exit)
@@ -250,12 +266,35 @@ func (s *suite) waitServing(p *proc, timeout time.Duration) error {
 			return false, nil
 		}
 		c.Close()
-		return true, nil
+		last = register(regSock, sock)
+		return last == nil, nil
 	})
 	if err != nil {
-		return fmt.Errorf("%v; last lines:\n%s", err, indent(s.logTail(p, 10)))
+		return fmt.Errorf("%v (registration: %v); last lines:\n%s", err, last, indent(s.logTail(p, 10)))
 	}
 	return nil
+}
+
+// register is the kubelet's side of a DRA plugin's registration.
+func register(regSock, draSock string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix:"+regSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cl := registerapi.NewRegistrationClient(conn)
+	info, err := cl.GetInfo(ctx, &registerapi.InfoRequest{})
+	if err != nil {
+		return err
+	}
+	if info.Name != driverName || info.Endpoint != draSock {
+		_, _ = cl.NotifyRegistrationStatus(ctx, &registerapi.RegistrationStatus{Error: "unexpected plugin info"})
+		return fmt.Errorf("GetInfo says name %q, endpoint %q", info.Name, info.Endpoint)
+	}
+	_, err = cl.NotifyRegistrationStatus(ctx, &registerapi.RegistrationStatus{PluginRegistered: true})
+	return err
 }
 
 // ensureRunning starts the plugin if it is not running.
