@@ -104,7 +104,7 @@ func (s *suite) dirFault(dir, kind string) {
 	if r.err != nil {
 		s.count(kError, "", "%s: the Prepare call failed as a whole: %v", what, r.err)
 	}
-	fmt.Printf("faults:   %s: Prepare failed: %.300s\n", what, r.firstErr())
+	fmt.Printf("faults:   %s: Prepare failed: %s\n", what, r.firstErr())
 	s.verify(what + ", after a Prepare failed")
 
 	ru := s.unprepare(before[:1])
@@ -112,7 +112,7 @@ func (s *suite) dirFault(dir, kind string) {
 		if !strings.Contains(msg, want) {
 			s.count(kError, "umsg", "%s: Unprepare failed with %q, which does not name %q", what, msg, want)
 		}
-		fmt.Printf("faults:   %s: Unprepare failed: %.300s\n", what, msg)
+		fmt.Printf("faults:   %s: Unprepare failed: %s\n", what, msg)
 	}
 	if ru.err != nil {
 		s.count(kError, "", "%s: the Unprepare call failed as a whole: %v", what, ru.err)

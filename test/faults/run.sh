@@ -6,6 +6,7 @@
 # leaked prepares, plugin deaths and errors per fault; fails unless all are 0. See test/faults/README.md.
 #   FAULTS_SEED=N      reproduce a run's seeded choices (kill moments, kill points)
 #   FAULTS_ONLY=REGEXP run only the faults whose name matches
+#   FAULTS_BIN=PATH [FAULTS_FAILPOINT_BIN=PATH]  test another build (say an older commit's) with this suite
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO=$PWD
@@ -36,9 +37,14 @@ cleanup
 trap cleanup EXIT
 
 log "== build: make build, the faultinject build, the suite"
-make --no-print-directory build >"$OUT/build.log" 2>&1 || { cat "$OUT/build.log"; exit 1; }
-CGO_ENABLED=0 go build -tags faultinject -trimpath -o bin/power-dev-plugin-faultinject ./cmd/kubelet-plugin \
-	>>"$OUT/build.log" 2>&1 || { cat "$OUT/build.log"; exit 1; }
+if [[ -z ${FAULTS_BIN:-} ]]; then
+	make --no-print-directory build >"$OUT/build.log" 2>&1 || { cat "$OUT/build.log"; exit 1; }
+	CGO_ENABLED=0 go build -tags faultinject -trimpath -o bin/power-dev-plugin-faultinject ./cmd/kubelet-plugin \
+		>>"$OUT/build.log" 2>&1 || { cat "$OUT/build.log"; exit 1; }
+	FAULTS_BIN=$REPO/bin/power-dev-plugin FAULTS_FAILPOINT_BIN=$REPO/bin/power-dev-plugin-faultinject
+else
+	log "testing $FAULTS_BIN (and ${FAULTS_FAILPOINT_BIN:-no faultinject build}) instead of this tree's build"
+fi
 go test -c -tags faults -o "$OUT/faults.test" ./test/faults >>"$OUT/build.log" 2>&1 || { cat "$OUT/build.log"; exit 1; }
 
 log "== cluster (make e2e-up: starts it if it is not up)"
@@ -50,7 +56,7 @@ if kubectl get daemonset -A -l app.kubernetes.io/name=power-dev-plugin -o name 2
 fi
 
 log "== faults"
-export FAULTS_BIN=$REPO/bin/power-dev-plugin FAULTS_FAILPOINT_BIN=$REPO/bin/power-dev-plugin-faultinject
+export FAULTS_BIN FAULTS_FAILPOINT_BIN=${FAULTS_FAILPOINT_BIN:-}
 export FAULTS_DIR FAULTS_OUT=$OUT FAULTS_REPO=$REPO E2E_STATE E2E_CACHE
 (cd "$REPO/test/faults" && "$OUT/faults.test" -test.run '^TestFaults$' -test.timeout 15m ${FAULTS_VERBOSE:+-test.v}) 2>&1 |
 	tee "$OUT/faults.log"
