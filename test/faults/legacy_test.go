@@ -98,17 +98,34 @@ func legacyID(d *loopDev) string {
 	return d.name + deviceplugin.ShareSeparator + "0"
 }
 
-// verifyLegacy checks that the device-plugin directory holds kubelet.sock and the plugin's current sockets
-// only, and the CDI directory only the device plugin's static spec.
-func (s *suite) verifyLegacy(where string, current map[string]bool) {
-	entries, _ := os.ReadDir(s.dpDir())
-	for _, e := range entries {
-		p := filepath.Join(s.dpDir(), e.Name())
-		if e.Name() != "kubelet.sock" && !current[p] && e.Name() != "kubelet_internal_checkpoint" {
-			s.count(kLeaked, "file "+p, "%s: %s left in the device-plugin directory (%s)", where, e.Name(), describeFile(p))
+// verifyLegacy checks that the device-plugin directory holds kubelet.sock and the sockets the plugin is
+// registered on only, and the CDI directory only the device plugin's static spec. A socket of a registration in
+// progress is given 10 s to be registered or removed.
+func (s *suite) verifyLegacy(where string, k *kubelettest.Kubelet) {
+	var extra []string
+	_ = poll(10*time.Second, func() (bool, error) {
+		current := map[string]bool{}
+		if k != nil {
+			for _, res := range legacyResources {
+				for _, pl := range k.Endpoints(res) {
+					current[pl.Endpoint] = true
+				}
+			}
 		}
+		extra = nil
+		entries, _ := os.ReadDir(s.dpDir())
+		for _, e := range entries {
+			p := filepath.Join(s.dpDir(), e.Name())
+			if e.Name() != "kubelet.sock" && !current[p] {
+				extra = append(extra, p)
+			}
+		}
+		return len(extra) == 0, nil
+	})
+	for _, p := range extra {
+		s.count(kLeaked, "file "+p, "%s: %s left in the device-plugin directory (%s)", where, filepath.Base(p), describeFile(p))
 	}
-	entries, _ = os.ReadDir(s.cdi)
+	entries, _ := os.ReadDir(s.cdi)
 	for _, e := range entries {
 		if e.Name() != deviceplugin.CDISpecFile {
 			s.count(kLeaked, "file "+e.Name(), "%s: %s left in the CDI directory", where, e.Name())
@@ -116,19 +133,9 @@ func (s *suite) verifyLegacy(where string, current map[string]bool) {
 	}
 }
 
-func (s *suite) currentSockets(k *kubelettest.Kubelet) map[string]bool {
-	out := map[string]bool{}
-	for _, res := range legacyResources {
-		for _, pl := range k.Endpoints(res) {
-			out[pl.Endpoint] = true
-		}
-	}
-	return out
-}
-
 // legacyKubeletRestart removes the kubelet's socket (the test kubelet stops: connections end, kubelet.sock
-// goes) and brings it back after a seeded pause of up to 3 s, three times. The plugin must register again by
-// itself, Allocate must answer as before, and no stale socket may pile up.
+// goes) and brings it back after a seeded pause of up to 2 s, five times. The plugin must register again by
+// itself, once per resource, Allocate must answer as before, and no stale socket may pile up.
 func (s *suite) legacyKubeletRestart() {
 	k, done := s.legacyStart()
 	defer done()
@@ -145,14 +152,15 @@ func (s *suite) legacyKubeletRestart() {
 		}
 	}
 	check("before the kubelet restarts")
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 5; i++ {
 		s.runs(1)
 		k.Stop()
-		pause := time.Duration(s.rng.Intn(3000)) * time.Millisecond
+		pause := time.Duration(s.rng.Intn(2000)) * time.Millisecond
 		time.Sleep(pause)
 		if !s.plugin.alive() {
 			break
 		}
+		before := len(k.Requests())
 		if err := k.Start(); err != nil {
 			s.abortf("start the test kubelet: %v", err)
 		}
@@ -161,8 +169,21 @@ func (s *suite) legacyKubeletRestart() {
 			pls[res] = s.waitLegacy(k, res, pls[res])
 		}
 		fmt.Printf("faults:   kubelet back after %s: the plugin registered again in %s\n", pause.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
-		check(fmt.Sprintf("after kubelet restart %d", i+1))
-		s.verifyLegacy(fmt.Sprintf("after kubelet restart %d", i+1), s.currentSockets(k))
+		when := fmt.Sprintf("after kubelet restart %d", i+1)
+		check(when)
+		s.verifyLegacy(when, k)
+		// One kubelet, one registration per resource: another one drops the connection the kubelet had just
+		// opened, and an Allocate on it fails.
+		time.Sleep(time.Second)
+		got := map[string]int{}
+		for _, r := range k.Requests()[before:] {
+			got[r.ResourceName]++
+		}
+		for _, res := range legacyResources {
+			if got[res] != 1 {
+				s.count(kError, "", "%s: %s registered %d times with the one kubelet started", when, res, got[res])
+			}
+		}
 	}
 }
 
@@ -245,5 +266,5 @@ func (s *suite) legacyAllocateDuringRescan() {
 			s.count(kError, "", "Allocate of %s after it came back: %v", d.path, err)
 		}
 	}
-	s.verifyLegacy("after the rescans", s.currentSockets(k))
+	s.verifyLegacy("after the rescans", k)
 }
