@@ -52,6 +52,8 @@ type options struct {
 	releaseWait   time.Duration
 	// Health checks (health.go); tests shorten them.
 	lockLimit, healthTimeout time.Duration
+	// Claim status writes (claimstatus.go).
+	statusBase, statusMax time.Duration
 }
 
 func WithKubeClient(c kubernetes.Interface) Option { return func(o *options) { o.client = c } }
@@ -92,6 +94,7 @@ type Driver struct {
 	health    healthState
 	waiter    *releaseWaiter
 	collector *staleCollector
+	status    *claimStatusWriter
 
 	// withheld is what the last publication left out (path -> reason),
 	// so that a change is logged once.
@@ -113,6 +116,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	d.opts.staleInterval = DefaultStaleClaimInterval
 	d.opts.releaseWait = DefaultReleaseWait
 	d.opts.lockLimit = health.StuckAfter
+	d.opts.statusBase, d.opts.statusMax = claimStatusBaseDelay, claimStatusMaxDelay
 	for _, o := range opts {
 		o(&d.opts)
 	}
@@ -156,6 +160,8 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	if d.opts.staleInterval > 0 {
 		d.collector = newStaleCollector(state, d.opts.claims, d.opts.nodeName, d.opts.clock, d.opts.staleInterval)
 	}
+
+	d.status = newClaimStatusWriter(d.opts.client, state.preparedClaim, d.inventory, d.opts.statusBase, d.opts.statusMax)
 
 	regSocket, regOpt := registrationSocket(&d.opts)
 	d.health.regSocket, d.health.lockLimit, d.health.timeout = regSocket, d.opts.lockLimit, d.opts.healthTimeout
@@ -222,7 +228,11 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 	}
 
 	srcErr := make(chan error, 1)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		d.status.run(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		srcErr <- src.Run(ctx)
@@ -345,7 +355,9 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 	if d.inventory() == nil {
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
-	return d.waiter.prepare(ctx, claims), nil
+	res := d.waiter.prepare(ctx, claims)
+	d.queueClaimStatus(claims, res)
+	return res, nil
 }
 
 // UnprepareResourceClaims implements kubeletplugin.DRAPlugin.
