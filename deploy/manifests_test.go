@@ -132,6 +132,8 @@ func TestRBACAllowList(t *testing.T) {
 		{"cluster", "resource.k8s.io", "resourceslices", "", "update"},
 		{"cluster", "resource.k8s.io", "resourceslices", "", "delete"},
 		{"cluster", "resource.k8s.io", "resourceclaims", "", "get"},
+		{"cluster", "resource.k8s.io", "resourceclaims/status", "", "patch"},
+		{"cluster", "resource.k8s.io", "resourceclaims/driver", "power-dev-plugin.io", "associated-node:patch"},
 		{"cluster", "", "nodes", "", "get"},
 		{"cluster", "", "pods", "", "list"},
 	}
