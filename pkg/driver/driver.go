@@ -190,6 +190,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	if d.opts.rollingUID != "" {
 		hopts = append(hopts, kubeletplugin.RollingUpdate(d.opts.rollingUID))
 	}
+	hopts = append(hopts, deviceMetadataOption())
 	hopts = append(hopts, d.opts.helperOpts...)
 	helper, err := kubeletplugin.Start(ctx, d, hopts...)
 	if err != nil {
@@ -356,6 +357,7 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
 	res := d.waiter.prepare(ctx, claims)
+	d.addDeviceMetadata(claims, res)
 	d.queueClaimStatus(claims, res)
 	return res, nil
 }
