@@ -231,6 +231,30 @@ func WithClaimStatusBackoff(base, maxDelay time.Duration) Option {
 	return func(o *options) { o.statusBase, o.statusMax = base, maxDelay }
 }
 
+// runClaimStatus writes claim status until ctx ends. It starts once the
+// first inventory is in (sizes come from it) and first queues the claims
+// already prepared: a write that a restart cut off is done now.
+func (d *Driver) runClaimStatus(ctx context.Context) {
+	for {
+		inv, changed := d.inventoryAndSignal()
+		if inv != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			d.status.queue.ShutDown()
+			return
+		case <-changed:
+		}
+	}
+	for uid, pc := range d.state.Prepared() {
+		if !pc.Recovered && pc.Name != "" && len(pc.Devices) > 0 {
+			d.status.enqueue(claimKey{Namespace: pc.Namespace, Name: pc.Name, UID: uid})
+		}
+	}
+	d.status.run(ctx)
+}
+
 // queueClaimStatus queues the status write of each claim prepared without
 // error; it does not wait for the API server.
 func (d *Driver) queueClaimStatus(claims []*resourceapi.ResourceClaim, res map[types.UID]kubeletplugin.PrepareResult) {

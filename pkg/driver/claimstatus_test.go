@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -309,4 +310,49 @@ func TestDriverPrepareDoesNotWaitForClaimStatus(t *testing.T) {
 	if len(data.Nodes) != 1 || data.Nodes[0].HostPath != "/dev/null" {
 		t.Errorf("data: %+v", data)
 	}
+}
+
+// A claim prepared by an earlier run of the plugin (whose status write a
+// restart may have cut off) gets its status once the plugin runs again.
+func TestDriverWritesStatusOfClaimsPreparedBefore(t *testing.T) {
+	base := t.TempDir()
+	cdiDir, dataDir, regDir := filepath.Join(base, "cdi"), filepath.Join(base, "data"), filepath.Join(base, "reg")
+	_, ctx := ktesting.NewTestContext(t)
+	dev := charDeviceForTest("null", "/dev/null", 1, 3)
+	dev.Identity = "path:/dev/null"
+	inv := inventoryForTest(groupForTest("chars", dev))
+	foo := claimOnNode1("foo", "null")
+	st, err := NewState(WithStateNodeName("node-1"), WithStateCDIDir(cdiDir), WithStateDataDir(dataDir),
+		WithStateInventory(func() *discovery.Inventory { return inv }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPrepare(t, ctx, st, foo)
+
+	client := newFakeClient(foo)
+	ctx, cancel := context.WithCancel(ctx)
+	d, err := Start(ctx, WithKubeClient(client), WithNodeName("node-1"), WithCDIDir(cdiDir),
+		WithRegistrarDir(regDir), WithPluginDataDir(dataDir))
+	if err != nil {
+		cancel()
+		t.Fatalf("Start: %v", err)
+	}
+	src := newChanSource()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, src) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	src.ch <- inv
+	waitFor(t, "foo's status.devices entry", func() bool {
+		c, err := client.ResourceV1().ResourceClaims("default").Get(context.Background(), "foo", metav1.GetOptions{})
+		if err != nil || len(c.Status.Devices) != 1 || c.Status.Devices[0].Data == nil {
+			return false
+		}
+		var data v1alpha1.DeviceStatusData
+		return json.Unmarshal(c.Status.Devices[0].Data.Raw, &data) == nil && len(data.Nodes) == 1 && data.Nodes[0].Identity == "path:/dev/null"
+	})
 }

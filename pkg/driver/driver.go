@@ -232,7 +232,7 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		d.status.run(ctx)
+		d.runClaimStatus(ctx)
 	}()
 	go func() {
 		defer wg.Done()
