@@ -60,6 +60,7 @@ type pluginFlags struct {
 	healthAddr     string
 	staleInterval  time.Duration
 	releaseWait    time.Duration
+	deviceMetadata bool
 
 	// Device-plugin mode.
 	devicePluginDir string
@@ -85,6 +86,7 @@ func (f *pluginFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.rescanInterval, "rescan-interval", durationEnv("RESCAN_INTERVAL", time.Minute), "safety rescan of the devices besides kernel events (env RESCAN_INTERVAL)")
 	fs.DurationVar(&f.staleInterval, "stale-claim-interval", durationEnv("STALE_CLAIM_INTERVAL", driver.DefaultStaleClaimInterval), "dra: how often prepared claims are checked against the API server; one whose ResourceClaim was deleted, replaced or deallocated, and that no pod on this node uses, is unprepared (env STALE_CLAIM_INTERVAL); 0: never")
 	fs.DurationVar(&f.releaseWait, "release-wait", durationEnv("RELEASE_WAIT", driver.DefaultReleaseWait), "dra: how long a Prepare waits for the claim holding its exclusive device to be unprepared when that claim is being released (env RELEASE_WAIT); 0: refuse at once; the kubelet's call timeout (45 s) bounds it too")
+	fs.BoolVar(&f.deviceMetadata, "device-metadata", boolEnv("DEVICE_METADATA", true), "dra: mount a metadata file saying which host device(s) a claim got into its containers (/var/run/kubernetes.io/dra-device-attributes/...); costs two synced file writes per request in each prepare (env DEVICE_METADATA)")
 	stringFlag(fs, &f.healthAddr, "health-address", "", "HEALTH_ADDRESS", "127.0.0.1:51515", "address of the /healthz and /readyz HTTP endpoint; empty: off")
 	stringFlag(fs, &f.devicePluginDir, "device-plugin-dir", "", "DEVICE_PLUGIN_DIR", deviceplugin.DefaultPluginDir, "device-plugin mode: the kubelet's device-plugin directory (its kubelet.sock, and the plugin's sockets)")
 	fs.BoolVar(&f.devicePluginCDI, "device-plugin-cdi", boolEnv("DEVICE_PLUGIN_CDI", true), "device-plugin mode: also name CDI devices (from a static spec in --cdi-dir) next to the DeviceSpecs; turn off for runtimes with CDI explicitly disabled (env DEVICE_PLUGIN_CDI)")
@@ -232,6 +234,7 @@ func runDRA(ctx context.Context, f pluginFlags, client kubernetes.Interface) err
 		driver.WithHealthAddress(f.healthAddr),
 		driver.WithStaleClaimInterval(f.staleInterval),
 		driver.WithReleaseWait(f.releaseWait),
+		driver.WithDeviceMetadata(f.deviceMetadata),
 	)
 	if err != nil {
 		return err

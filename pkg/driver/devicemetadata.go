@@ -29,6 +29,11 @@ import (
 // (kubeletplugin/metadata.go in k8s.io/dynamic-resource-allocation v0.37.2).
 const metadataSubDir = "dra-device-metadata"
 
+// WithDeviceMetadata turns the device metadata file on (the default) or
+// off: the helper writes two files with fsync per request in each
+// NodePrepareResources (docs/benchmarks.md).
+func WithDeviceMetadata(on bool) Option { return func(o *options) { o.noMetadata = !on } }
+
 // deviceMetadataOption turns the helper's metadata files on. The version is
 // named here, not taken from the helper, so that an update of the package
 // does not silently change what consumers read.

@@ -165,3 +165,21 @@ func TestDeviceMetadataRemovedByUnprepare(t *testing.T) {
 		}
 	}
 }
+
+func TestDriverDeviceMetadataOff(t *testing.T) {
+	inv := inventoryForTest(groupForTest("null", charDeviceForTest("null", "/dev/null", 1, 3)))
+	claim := allocateForTest(t, "node-1", inv, []*resourceapi.DeviceClass{driverClassForTest("pdp")},
+		claimForTest("c1", exactRequestForTest("dev", "pdp")))[0]
+	e := startDriver(t, newFakeClient(claim), inv, WithDeviceMetadata(false))
+	e.waitForDevices(t, "null")
+	dra := drapb.NewDRAPluginClient(dialUnix(t, filepath.Join(e.dataDir, "dra.sock")))
+	ref := &drapb.Claim{Namespace: claim.Namespace, Name: claim.Name, Uid: string(claim.UID)}
+	resp, err := dra.NodePrepareResources(context.Background(), &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref}})
+	if err != nil || resp.Claims[string(claim.UID)].Error != "" {
+		t.Fatalf("prepare: %v %+v", err, resp)
+	}
+	file, spec := metadataFiles(e.dataDir, e.cdiDir, claim, "dev")
+	if ids := resp.Claims[string(claim.UID)].Devices[0].CdiDeviceIds; len(ids) != 1 || ptExists(file) || ptExists(spec) {
+		t.Errorf("metadata off: CDI IDs %v, file there %v, spec there %v", ids, ptExists(file), ptExists(spec))
+	}
+}

@@ -52,8 +52,9 @@ type options struct {
 	releaseWait   time.Duration
 	// Health checks (health.go); tests shorten them.
 	lockLimit, healthTimeout time.Duration
-	// Claim status writes (claimstatus.go).
+	// Claim status writes and the metadata file (claimstatus.go, devicemetadata.go).
 	statusBase, statusMax time.Duration
+	noMetadata            bool
 }
 
 func WithKubeClient(c kubernetes.Interface) Option { return func(o *options) { o.client = c } }
@@ -190,7 +191,9 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	if d.opts.rollingUID != "" {
 		hopts = append(hopts, kubeletplugin.RollingUpdate(d.opts.rollingUID))
 	}
-	hopts = append(hopts, deviceMetadataOption())
+	if !d.opts.noMetadata {
+		hopts = append(hopts, deviceMetadataOption())
+	}
 	hopts = append(hopts, d.opts.helperOpts...)
 	helper, err := kubeletplugin.Start(ctx, d, hopts...)
 	if err != nil {
