@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	resourceac "k8s.io/client-go/applyconfigurations/resource/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
@@ -79,7 +80,7 @@ func (w *claimStatusWriter) next(ctx context.Context) bool {
 	switch {
 	case err == nil:
 		w.queue.Forget(k)
-	case apierrors.IsNotFound(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err):
+	case apierrors.IsNotFound(err) || apierrors.IsConflict(err) || (apierrors.IsInvalid(err) && !deniedField(err)):
 		// The claim is gone, replaced or deallocated: its status is
 		// no longer this driver's to write.
 		logger.V(2).Info("Not writing the claim's device status: the claim changed", "err", err)
@@ -92,6 +93,20 @@ func (w *claimStatusWriter) next(ctx context.Context) bool {
 		w.queue.AddRateLimited(k)
 	}
 	return true
+}
+
+// deniedField tells a status write refused for want of the per-driver
+// permission, which the API server reports as an Invalid field
+// (Forbidden), from one refused because the claim changed.
+func deniedField(err error) bool {
+	if status, ok := err.(apierrors.APIStatus); ok && status.Status().Details != nil {
+		for _, c := range status.Status().Details.Causes {
+			if c.Type == metav1.CauseType(field.ErrorTypeForbidden) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // write applies the claim's entries with this driver as field manager:

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
@@ -355,4 +356,26 @@ func TestDriverWritesStatusOfClaimsPreparedBefore(t *testing.T) {
 		var data v1alpha1.DeviceStatusData
 		return json.Unmarshal(c.Status.Devices[0].Data.Raw, &data) == nil && len(data.Nodes) == 1 && data.Nodes[0].Identity == "path:/dev/null"
 	})
+}
+
+// The API server reports a missing per-driver permission (resourceclaims/driver)
+// as an Invalid claim with a Forbidden field (AuthorizedForDeviceStatus in
+// Kubernetes' pkg/registry/resource); a reactor stands in for it. That is
+// retried, unlike an Invalid claim.
+func TestClaimStatusRetriesWhenDriverPermissionMissing(t *testing.T) {
+	e := newStatusEnv(t, map[types.UID]PreparedClaim{"uid-c1": preparedForTest()}, statusClaimForTest())
+	var attempts atomic.Int64
+	e.client.PrependReactor("patch", "resourceclaims", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if attempts.Add(1) <= 2 {
+			return true, nil, apierrors.NewInvalid(schema.GroupKind{Group: "resource.k8s.io", Kind: "ResourceClaim"}, "c1", field.ErrorList{
+				field.Forbidden(field.NewPath("status", "devices"), `changing status.devices requires resource="resourceclaims/driver"`)})
+		}
+		return false, nil, nil
+	})
+	e.w.enqueue(claimKey{Namespace: "default", Name: "c1", UID: "uid-c1"})
+	e.start(t)
+	waitForOwnEntry(t, e.client)
+	if n := attempts.Load(); n != 3 {
+		t.Errorf("want two refused writes and one that worked, got %d attempts", n)
+	}
 }
