@@ -47,6 +47,9 @@ type claimStatusWriter struct {
 }
 
 func newClaimStatusWriter(client kubernetes.Interface, prepared func(types.UID) (PreparedClaim, bool), inv func() *discovery.Inventory, base, maxDelay time.Duration) *claimStatusWriter {
+	if base <= 0 || maxDelay <= 0 {
+		base, maxDelay = claimStatusBaseDelay, claimStatusMaxDelay
+	}
 	return &claimStatusWriter{
 		client: client,
 		queue: workqueue.NewTypedRateLimitingQueue(
@@ -268,6 +271,14 @@ func (d *Driver) runClaimStatus(ctx context.Context) {
 		}
 	}
 	d.status.run(ctx)
+}
+
+// tellPrepared adds the metadata file's data to the results and queues
+// the claims' status writes.
+func (d *Driver) tellPrepared(claims []*resourceapi.ResourceClaim, res map[types.UID]kubeletplugin.PrepareResult) map[types.UID]kubeletplugin.PrepareResult {
+	d.addDeviceMetadata(claims, res)
+	d.queueClaimStatus(claims, res)
+	return res
 }
 
 // queueClaimStatus queues the status write of each claim prepared without

@@ -34,6 +34,14 @@ const metadataSubDir = "dra-device-metadata"
 // NodePrepareResources (docs/benchmarks.md).
 func WithDeviceMetadata(on bool) Option { return func(o *options) { o.noMetadata = !on } }
 
+// metadataOptions are the helper's options for the metadata files.
+func (d *Driver) metadataOptions() []kubeletplugin.Option {
+	if d.opts.noMetadata {
+		return nil
+	}
+	return []kubeletplugin.Option{deviceMetadataOption()}
+}
+
 // deviceMetadataOption turns the helper's metadata files on. The version is
 // named here, not taken from the helper, so that an update of the package
 // does not silently change what consumers read.

@@ -117,7 +117,6 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	d.opts.staleInterval = DefaultStaleClaimInterval
 	d.opts.releaseWait = DefaultReleaseWait
 	d.opts.lockLimit = health.StuckAfter
-	d.opts.statusBase, d.opts.statusMax = claimStatusBaseDelay, claimStatusMaxDelay
 	for _, o := range opts {
 		o(&d.opts)
 	}
@@ -163,7 +162,6 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	}
 
 	d.status = newClaimStatusWriter(d.opts.client, state.preparedClaim, d.inventory, d.opts.statusBase, d.opts.statusMax)
-
 	regSocket, regOpt := registrationSocket(&d.opts)
 	d.health.regSocket, d.health.lockLimit, d.health.timeout = regSocket, d.opts.lockLimit, d.opts.healthTimeout
 	hopts := []kubeletplugin.Option{
@@ -191,9 +189,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	if d.opts.rollingUID != "" {
 		hopts = append(hopts, kubeletplugin.RollingUpdate(d.opts.rollingUID))
 	}
-	if !d.opts.noMetadata {
-		hopts = append(hopts, deviceMetadataOption())
-	}
+	hopts = append(hopts, d.metadataOptions()...)
 	hopts = append(hopts, d.opts.helperOpts...)
 	helper, err := kubeletplugin.Start(ctx, d, hopts...)
 	if err != nil {
@@ -232,11 +228,8 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 	}
 
 	srcErr := make(chan error, 1)
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		d.runClaimStatus(ctx)
-	}()
+	wg.Add(2)
+	wg.Go(func() { d.runClaimStatus(ctx) })
 	go func() {
 		defer wg.Done()
 		srcErr <- src.Run(ctx)
@@ -359,10 +352,7 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 	if d.inventory() == nil {
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
-	res := d.waiter.prepare(ctx, claims)
-	d.addDeviceMetadata(claims, res)
-	d.queueClaimStatus(claims, res)
-	return res, nil
+	return d.tellPrepared(claims, d.waiter.prepare(ctx, claims)), nil
 }
 
 // UnprepareResourceClaims implements kubeletplugin.DRAPlugin.
