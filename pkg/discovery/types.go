@@ -83,7 +83,10 @@ type Group struct {
 	Name        string               `json:"name"`
 	Permissions v1alpha1.Permissions `json:"permissions"`
 	Sharing     v1alpha1.Sharing     `json:"sharing"`
-	Bundle      bool                 `json:"bundle,omitempty"`
+	// UnhealthyTaintEffect is the group's configured effect; empty means
+	// NoSchedule.
+	UnhealthyTaintEffect v1alpha1.TaintEffect `json:"unhealthyTaintEffect,omitempty"`
+	Bundle               bool                 `json:"bundle,omitempty"`
 	// BundleName is the DNS label of the one device a bundle group publishes.
 	// Empty unless Bundle is set.
 	BundleName string `json:"bundleName,omitempty"`

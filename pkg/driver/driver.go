@@ -99,6 +99,9 @@ type Driver struct {
 	// countersDropped is set once the API server was seen dropping the
 	// overlap counters.
 	countersDropped atomic.Bool
+	// taints of held devices (driver_taints.go).
+	taints    taintState
+	taintPoke chan struct{}
 }
 
 var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
@@ -108,7 +111,7 @@ var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
 // prepared claims restored (State.Restore), once Run receives the first
 // inventory.
 func Start(ctx context.Context, opts ...Option) (*Driver, error) {
-	d := &Driver{invSignal: make(chan struct{}), fatal: make(chan error, 1)}
+	d := &Driver{invSignal: make(chan struct{}), fatal: make(chan error, 1), taintPoke: make(chan struct{}, 1)}
 	d.opts.clock = clock.RealClock{}
 	d.opts.staleInterval = DefaultStaleClaimInterval
 	d.opts.releaseWait = DefaultReleaseWait
@@ -233,8 +236,14 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 	}()
 
 	updates := src.Updates()
+	taintTicker := newTaintTicker()
+	defer taintTicker.Stop()
 	for {
 		select {
+		case <-d.taintPoke:
+			d.checkTaints(ctx)
+		case <-taintTicker.C:
+			d.checkTaints(ctx)
 		case <-ctx.Done():
 			cause := context.Cause(ctx)
 			if errors.Is(cause, context.Canceled) {
@@ -271,7 +280,7 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 // rules and hands them to the helper, which syncs them with the API server.
 func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 	logger := klog.FromContext(ctx)
-	res, withheld, err := BuildResourcesWithheld(d.opts.nodeName, inv)
+	res, withheld, err := d.buildForPublish(inv)
 	if err == nil {
 		err = ValidateResources(res)
 	}
@@ -292,6 +301,7 @@ func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 			n += len(s.Devices)
 		}
 	}
+	d.recordPublished(res)
 	logger.Info("Published devices", "devices", n, "excluded", len(inv.Excluded))
 	d.published.Store(true)
 	return nil
@@ -345,11 +355,13 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 	if d.inventory() == nil {
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
+	defer d.pokeTaints()
 	return d.waiter.prepare(ctx, claims), nil
 }
 
 // UnprepareResourceClaims implements kubeletplugin.DRAPlugin.
 func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
+	defer d.pokeTaints()
 	return d.state.Unprepare(ctx, claims), nil
 }
 

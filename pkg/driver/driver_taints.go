@@ -1,0 +1,94 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/dynamic-resource-allocation/resourceslice"
+	"k8s.io/klog/v2"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+)
+
+// taintCheckInterval is how often Run checks whether the taints of held
+// devices changed without being told (the stale-claim collector's
+// unprepares, restore retries); prepares and unprepares tell it at once.
+const taintCheckInterval = healthResendInterval
+
+// taintState is what Run remembers between publications for the taints;
+// only Run's goroutine touches it.
+type taintState struct {
+	// last are the devices last published, untainted.
+	last map[string]resourceapi.Device
+	// sig are the taints last published (taintSignature).
+	sig string
+}
+
+// pokeTaints asks Run to check the taints of held devices (after a claim
+// was prepared or released).
+func (d *Driver) pokeTaints() {
+	select {
+	case d.taintPoke <- struct{}{}:
+	default: // one pending check covers this one
+	}
+}
+
+func (d *Driver) heldDevices() HeldDevices {
+	return HeldDevices{
+		Names:    d.state.PreparedDeviceNames(),
+		Problems: d.state.DeviceProblems(),
+		Last:     d.taints.last,
+	}
+}
+
+// buildForPublish builds the slices of inv with the taints of held devices.
+func (d *Driver) buildForPublish(inv *discovery.Inventory) (resourceslice.DriverResources, []discovery.Exclusion, error) {
+	return BuildResourcesHeld(d.opts.nodeName, inv, d.heldDevices())
+}
+
+// published records what a successful publication holds.
+func (d *Driver) recordPublished(res resourceslice.DriverResources) {
+	d.taints.last = untainted(res)
+	d.taints.sig = taintSignature(res)
+}
+
+// checkTaints republishes the latest inventory when the taints it gets now
+// differ from those published: a held device went away or came back, or its
+// last claim was released.
+func (d *Driver) checkTaints(ctx context.Context) {
+	inv := d.inventory()
+	if inv == nil || !d.published.Load() {
+		return
+	}
+	res, _, err := d.buildForPublish(inv)
+	if err != nil || taintSignature(res) == d.taints.sig {
+		return // a build error is reported by the publication of inv
+	}
+	klog.FromContext(ctx).V(2).Info("Taints of held devices changed; republishing", "taints", taintSignature(res))
+	if err := d.publish(ctx, inv); err != nil {
+		klog.FromContext(ctx).Error(err, "Not republishing the devices with their new taints")
+	}
+}
+
+// taintSignature lists the tainted devices of res, sorted, to compare
+// publications.
+func taintSignature(res resourceslice.DriverResources) string {
+	var out []string
+	for _, p := range res.Pools {
+		for _, s := range p.Slices {
+			for _, dev := range s.Devices {
+				for _, t := range dev.Taints {
+					out = append(out, fmt.Sprintf("%s:%s=%s:%s", dev.Name, t.Key, t.Value, t.Effect))
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
+}
+
+func newTaintTicker() *time.Ticker { return time.NewTicker(taintCheckInterval) }
