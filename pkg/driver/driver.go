@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
-	"k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
@@ -100,8 +98,9 @@ type Driver struct {
 	// overlap counters.
 	countersDropped atomic.Bool
 	// taints of held devices (driver_taints.go).
-	taints    taintState
-	taintPoke chan struct{}
+	taints        taintState
+	taintPoke     chan struct{}
+	taintsDropped atomic.Bool
 }
 
 var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
@@ -369,16 +368,8 @@ func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletpl
 // from publishing slices) are logged; a fatal one stops the plugin so that
 // the pod restarts and says why.
 func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
-	var dropped *resourceslice.DroppedFieldsError
-	if errors.As(err, &dropped) && slices.Contains(dropped.DisabledFeatures(), "DRAPartitionableDevices") {
-		// Expected on 1.34 and 1.35: say once what it means, instead of
-		// an error for every slice on every update.
-		if !d.countersDropped.Swap(true) {
-			klog.FromContext(ctx).Info("The API server dropped the counters that tell the scheduler which devices share blocks (feature gate DRAPartitionableDevices is off, the default before Kubernetes 1.36): the scheduler may now allocate a disk and one of its partitions to two claims, and Prepare refuses the second one, whose pod then waits until the first claim is freed. Turn the feature gate on in the API server and the scheduler, then restart this plugin's pods to publish the counters again.")
-		}
-		if len(dropped.DisabledFeatures()) == 1 {
-			return
-		}
+	if d.expectedDrop(ctx, err) {
+		return
 	}
 	utilruntime.HandleErrorWithContext(ctx, err, msg)
 	if !errors.Is(err, kubeletplugin.ErrRecoverable) {

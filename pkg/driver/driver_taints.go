@@ -37,7 +37,23 @@ func (d *Driver) pokeTaints() {
 	}
 }
 
+// taintsDroppedByAPIServer: the API server dropped the taints (feature gate
+// DRADeviceTaints off, the default before Kubernetes 1.36). A held device
+// that is gone would then stay in the slice untainted, free for the
+// scheduler to hand out; so the driver stops keeping such devices and
+// publishes as if it had no taints, and says so once.
+func (d *Driver) taintsDroppedByAPIServer(ctx context.Context) {
+	if d.taintsDropped.Swap(true) {
+		return
+	}
+	klog.FromContext(ctx).Info("The API server dropped the device taints that keep the scheduler off devices which prepared claims hold and which are gone or cannot be prepared (feature gate DRADeviceTaints is off, the default before Kubernetes 1.36): such devices are now left out of the ResourceSlices instead, and are only reported unhealthy to the kubelet. Turn the feature gate on in the API server and the scheduler, then restart this plugin's pods to publish the taints.")
+	d.pokeTaints()
+}
+
 func (d *Driver) heldDevices() HeldDevices {
+	if d.taintsDropped.Load() {
+		return HeldDevices{}
+	}
 	return HeldDevices{
 		Names:    d.state.PreparedDeviceNames(),
 		Problems: d.state.DeviceProblems(),

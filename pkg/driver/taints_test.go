@@ -9,6 +9,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	"k8s.io/dynamic-resource-allocation/resourceslice"
 
@@ -249,4 +251,46 @@ func TestDriverTaintsGoneDeviceUntilReleased(t *testing.T) {
 		t.Fatalf("unprepare: %v, %v", err, un[claim.UID])
 	}
 	e.waitForDevices(t, "zero")
+}
+
+// TestDriverTaintsDroppedByOldAPIServer: an API server without
+// DRADeviceTaints (before 1.36 by default) stores the slices without the
+// taints. The plugin must not stop for it, and must not leave the gone
+// device in the slice untainted, where the scheduler would hand it out.
+func TestDriverTaintsDroppedByOldAPIServer(t *testing.T) {
+	inv := inventoryForTest(groupForTest("null", charDeviceForTest("null", "/dev/null", 1, 3), charDeviceForTest("zero", "/dev/zero", 1, 5)))
+	claim := allocateForTest(t, "node-1", inv, nil,
+		claimForTest("c", exactRequestForTest("r", allocTestClassName, pathIs("/dev/null"))))[0]
+	client := newFakeClient(claim)
+	drop := func(action k8stesting.Action) (bool, runtime.Object, error) {
+		s := action.(interface{ GetObject() runtime.Object }).GetObject().(*resourceapi.ResourceSlice)
+		for i := range s.Spec.Devices {
+			s.Spec.Devices[i].Taints = nil
+		}
+		return false, nil, nil
+	}
+	client.PrependReactor("create", "resourceslices", drop)
+	client.PrependReactor("update", "resourceslices", drop)
+	e := startDriver(t, client, inv)
+	e.waitForDevices(t, "null", "zero")
+	res, err := e.driver.PrepareResourceClaims(context.Background(), []*resourceapi.ResourceClaim{claim})
+	if err != nil || res[claim.UID].Err != nil {
+		t.Fatalf("prepare: %v, %v", err, res[claim.UID].Err)
+	}
+
+	e.src.ch <- inventoryForTest(groupForTest("null", charDeviceForTest("zero", "/dev/zero", 1, 5)))
+	deadline := time.Now().Add(10 * time.Second)
+	for !e.driver.taintsDropped.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the driver did not notice the dropped taints")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The gone device leaves the slice although its claim still holds it.
+	e.waitForDevices(t, "zero")
+	select {
+	case err := <-e.done:
+		t.Fatalf("the driver stopped: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
 }
