@@ -208,6 +208,7 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 		}
 		published += len(devs)
 	}
+	fillTopology(s.root, inv)
 	sort.Slice(inv.Excluded, func(i, j int) bool { return inv.Excluded[i].Path < inv.Excluded[j].Path })
 
 	logger.V(2).Info("Discovered devices", "root", s.root, "published", published,

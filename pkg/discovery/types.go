@@ -30,6 +30,10 @@ type Device struct {
 	// InUseAllowed: one of the node's paths is listed in allowInUse, so no
 	// in-use rule keeps it back, including CheckNotHeld at hand-out.
 	InUseAllowed bool `json:"inUseAllowed,omitempty"`
+	// NUMANodes and PCIeRoot say where the device's hardware sits (see
+	// NUMANodes, PCIeRoot); empty when unknown.
+	NUMANodes []int64 `json:"numaNodes,omitempty"`
+	PCIeRoot  string  `json:"pcieRoot,omitempty"`
 }
 
 // BlockKind classifies a block device.
