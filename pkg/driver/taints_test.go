@@ -245,12 +245,17 @@ func TestDriverTaintsGoneDeviceUntilReleased(t *testing.T) {
 		t.Fatalf("the vanished, held device: taints %+v, want one %s=%s:NoSchedule", taints, TaintKey, TaintGone)
 	}
 
-	// Released: the device leaves the slice without a new inventory.
+	// Released: the device leaves the slice without a new inventory, at
+	// once (not with the periodic check).
 	un, err := e.driver.UnprepareResourceClaims(ctx, []kubeletplugin.NamespacedObject{ptRef(claim)})
 	if err != nil || un[claim.UID] != nil {
 		t.Fatalf("unprepare: %v, %v", err, un[claim.UID])
 	}
+	released := time.Now()
 	e.waitForDevices(t, "zero")
+	if d := time.Since(released); d > taintCheckInterval/2 {
+		t.Errorf("republished %s after the release, want it at once", d)
+	}
 }
 
 // TestDriverTaintsDroppedByOldAPIServer: an API server without
