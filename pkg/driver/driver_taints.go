@@ -54,10 +54,19 @@ func (d *Driver) heldDevices() HeldDevices {
 	if d.taintsDropped.Load() {
 		return HeldDevices{}
 	}
+	recorded := map[string]PlannedDevice{}
+	for _, pc := range d.state.Prepared() {
+		for _, dev := range pc.Devices {
+			if dev.Pool == d.opts.nodeName && dev.Device != "" {
+				recorded[dev.Device] = dev.PlannedDevice
+			}
+		}
+	}
 	return HeldDevices{
 		Names:    d.state.PreparedDeviceNames(),
 		Problems: d.state.DeviceProblems(),
 		Last:     d.taints.last,
+		Recorded: recorded,
 	}
 }
 

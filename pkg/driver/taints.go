@@ -38,6 +38,9 @@ type HeldDevices struct {
 	// Last are the devices as last published, without taints: a held device
 	// that is gone stays in the slice as it was.
 	Last map[string]resourceapi.Device
+	// Recorded are the held devices as the checkpoint has them, for a gone
+	// device that this process never published (it was gone at start).
+	Recorded map[string]PlannedDevice
 }
 
 // BuildResourcesHeld is BuildResourcesWithheld that also keeps in the slices
@@ -90,9 +93,16 @@ func (h *HeldDevices) applyTaints(inv *discovery.Inventory, devices []resourceap
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(held)) {
-		last, ok := h.Last[name]
-		if known[name] || !ok {
+		if known[name] {
 			continue
+		}
+		last, ok := h.Last[name]
+		if !ok {
+			rec, recorded := h.Recorded[name]
+			if !recorded {
+				continue
+			}
+			last = recordedDevice(&rec)
 		}
 		dev := *last.DeepCopy()
 		dev.ConsumesCounters = nil
@@ -101,6 +111,24 @@ func (h *HeldDevices) applyTaints(inv *discovery.Inventory, devices []resourceap
 		devices = append(devices, dev)
 	}
 	return devices
+}
+
+// recordedDevice rebuilds a device from what a prepared claim recorded of
+// it: the attributes of its one node (or of a bundle of its nodes), with
+// every attribute present as on a published device, so that selectors do
+// not fail on it; sizes are unknown (0).
+func recordedDevice(p *PlannedDevice) resourceapi.Device {
+	if len(p.Nodes) != 1 {
+		g := discovery.Group{Name: p.Group, Devices: make([]discovery.Device, len(p.Nodes))}
+		return resourceapi.Device{Name: p.Device, Attributes: BundleAttributes(&g), Capacity: BundleCapacity(&g)}
+	}
+	n := p.Nodes[0]
+	typ := v1alpha1.DeviceTypeChar
+	if n.Type == "b" {
+		typ = v1alpha1.DeviceTypeBlock
+	}
+	d := discovery.Device{Name: p.Device, Group: p.Group, Path: n.HostPath, Type: typ, Major: n.Major, Minor: n.Minor, Identity: n.Identity}
+	return resourceapi.Device{Name: p.Device, Attributes: DeviceAttributes(&d), Capacity: DeviceCapacity(&d)}
 }
 
 // untainted returns the devices of res by name without the taints this

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,39 @@ func buildHeldForTest(t *testing.T, inv *discovery.Inventory, held HeldDevices) 
 	return res
 }
 
+// TestTaintsRecordedDeviceIsUniform: a gone device rebuilt from the
+// checkpoint carries every attribute a published device has, so that no
+// selector fails on it.
+func TestTaintsRecordedDeviceIsUniform(t *testing.T) {
+	published := DeviceAttributes(&discovery.Device{Group: "disks"})
+	for _, rec := range []PlannedDevice{
+		{Device: "sdb", Group: "disks", Nodes: []PlannedNode{{HostPath: "/dev/sdb", Type: "b", Major: 8, Minor: 16}}},
+		{Device: "fuse", Group: "fuse", Nodes: []PlannedNode{{HostPath: "/dev/fuse", Type: "c", Major: 10, Minor: 229}}},
+		{Device: "db2", Group: "db2", Nodes: []PlannedNode{{HostPath: "/dev/dm-0", Type: "b"}, {HostPath: "/dev/dm-1", Type: "b"}}},
+	} {
+		d := recordedDevice(&rec)
+		want := published
+		if len(rec.Nodes) > 1 {
+			want = BundleAttributes(&discovery.Group{Name: rec.Group})
+		}
+		if got, w := attrKeys(d.Attributes), attrKeys(want); got != w {
+			t.Errorf("%s: attributes %s, want %s", rec.Device, got, w)
+		}
+		if g := d.Attributes[AttrGroup].StringValue; g == nil || *g != rec.Group {
+			t.Errorf("%s: group %v", rec.Device, g)
+		}
+	}
+}
+
+func attrKeys(a map[resourceapi.QualifiedName]resourceapi.DeviceAttribute) string {
+	var keys []string
+	for k := range a {
+		keys = append(keys, string(k))
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ",")
+}
+
 func TestTaintsHeldDevices(t *testing.T) {
 	both := inventoryForTest(groupForTest("disks", diskForTest("sda", "/dev/sda", 1<<30), diskForTest("sdb", "/dev/sdb", 1<<30)))
 	last := untainted(buildHeldForTest(t, both, HeldDevices{}))
@@ -62,7 +96,11 @@ func TestTaintsHeldDevices(t *testing.T) {
 		{"held device gone stays, tainted", onlyA, HeldDevices{Names: []string{"sdb"}, Last: last},
 			map[string]string{"sda": "", "sdb": "gone/NoSchedule"}},
 		{"gone device released", onlyA, HeldDevices{Last: last}, map[string]string{"sda": ""}},
-		{"gone device never published before (restart)", onlyA, HeldDevices{Names: []string{"sdb"}}, map[string]string{"sda": ""}},
+		{"gone device neither published nor recorded", onlyA, HeldDevices{Names: []string{"sdb"}}, map[string]string{"sda": ""}},
+		{"gone device never published by this process (restart): from the checkpoint", onlyA,
+			HeldDevices{Names: []string{"sdb"}, Recorded: map[string]PlannedDevice{"sdb": {Device: "sdb", Group: "disks", Pool: "node-1",
+				Nodes: []PlannedNode{{HostPath: "/dev/sdb", Type: "b", Major: 8, Minor: 16, Identity: "wwn:x"}}}}},
+			map[string]string{"sda": "", "sdb": "gone/NoSchedule"}},
 		{"held and not preparable", both, HeldDevices{Names: []string{"sda"}, Problems: map[string]string{"sda": "changed"}, Last: last},
 			map[string]string{"sda": "unpreparable/NoSchedule", "sdb": ""}},
 		{"problem on a device no claim holds", both, HeldDevices{Problems: map[string]string{"sda": "changed"}, Last: last},
