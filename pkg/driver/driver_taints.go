@@ -89,6 +89,9 @@ func (d *Driver) checkTaints(ctx context.Context) {
 	if inv == nil || !d.published.Load() {
 		return
 	}
+	if d.taints.sig == "" && len(d.state.DeviceProblems()) == 0 && allPresent(d.state.PreparedDeviceNames(), d.taints.last) {
+		return // nothing tainted, nothing to taint: spare the rebuild
+	}
 	res, _, err := d.buildForPublish(inv)
 	if err != nil || taintSignature(res) == d.taints.sig {
 		return // a build error is reported by the publication of inv
@@ -97,6 +100,16 @@ func (d *Driver) checkTaints(ctx context.Context) {
 	if err := d.publish(ctx, inv); err != nil {
 		klog.FromContext(ctx).Error(err, "Not republishing the devices with their new taints")
 	}
+}
+
+// allPresent reports whether every name is among the devices last published.
+func allPresent(names []string, published map[string]resourceapi.Device) bool {
+	for _, n := range names {
+		if _, ok := published[n]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // taintSignature lists the tainted devices of res, sorted, to compare
