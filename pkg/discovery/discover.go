@@ -95,13 +95,13 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 			perms = v1alpha1.DefaultPermissions
 		}
 		inv.Groups[i] = Group{
-			Name:                 g.Name,
-			Permissions:          perms,
-			Sharing:              copySharing(g.Sharing),
-			UnhealthyTaintEffect: g.UnhealthyTaintEffect,
-			Bundle:               g.Bundle,
-			Devices:              []Device{},
+			Name:        g.Name,
+			Permissions: perms,
+			Sharing:     copySharing(g.Sharing),
+			Bundle:      g.Bundle,
+			Devices:     []Device{},
 		}
+		inv.Groups[i].UnhealthyTaintEffect = g.UnhealthyTaintEffect
 		if g.Bundle {
 			inv.Groups[i].BundleName = g.Name
 			reserved = append(reserved, g.Name)

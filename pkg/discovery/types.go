@@ -87,15 +87,16 @@ type Group struct {
 	Name        string               `json:"name"`
 	Permissions v1alpha1.Permissions `json:"permissions"`
 	Sharing     v1alpha1.Sharing     `json:"sharing"`
-	// UnhealthyTaintEffect is the group's configured effect; empty means
-	// NoSchedule.
-	UnhealthyTaintEffect v1alpha1.TaintEffect `json:"unhealthyTaintEffect,omitempty"`
-	Bundle               bool                 `json:"bundle,omitempty"`
+	Bundle      bool                 `json:"bundle,omitempty"`
 	// BundleName is the DNS label of the one device a bundle group publishes.
 	// Empty unless Bundle is set.
 	BundleName string `json:"bundleName,omitempty"`
 	// Devices are sorted by Path.
 	Devices []Device `json:"devices"`
+	// UnhealthyTaintEffect is the group's configured effect for devices
+	// that a claim holds and that are gone or cannot be prepared; empty
+	// means NoSchedule.
+	UnhealthyTaintEffect v1alpha1.TaintEffect `json:"unhealthyTaintEffect,omitempty"`
 }
 
 // Exclusion is a device node that was left out, and why.
