@@ -73,6 +73,19 @@ func TestHelmMetrics(t *testing.T) {
 		t.Errorf("ServiceMonitor endpoints %v", eps)
 	}
 
+	// The dashboard's node label.
+	for _, o := range []*unstructured.Unstructured{sm, m.get(t, "PodMonitor/"+namespace+"/power-dev-plugin").u} {
+		field := "endpoints"
+		if o.GetKind() == "PodMonitor" {
+			field = "podMetricsEndpoints"
+		}
+		eps, _, _ := unstructured.NestedSlice(o.Object, "spec", field)
+		rl, _ := eps[0].(map[string]any)["relabelings"].([]any)
+		if len(rl) != 1 || rl[0].(map[string]any)["targetLabel"] != "node" {
+			t.Errorf("%s: relabelings %v, want the node label", o.GetKind(), rl)
+		}
+	}
+
 	pm := m.get(t, "PodMonitor/"+namespace+"/power-dev-plugin").u
 	sel, _, _ = unstructured.NestedStringMap(pm.Object, "spec", "selector", "matchLabels")
 	if !labels.SelectorFromSet(sel).Matches(labels.Set(ds.Spec.Template.Labels)) {

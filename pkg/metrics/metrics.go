@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,8 +28,8 @@ var latencyBuckets = prometheus.ExponentialBuckets(0.001, 2, 16)
 
 // Metrics holds the plugin's collectors and the registry that serves them.
 type Metrics struct {
-	reg   *prometheus.Registry
-	names []string // the plugin's own families, in definition order
+	reg *prometheus.Registry
+	own []Family // the plugin's own families, in definition order
 
 	devicesPublished *prometheus.GaugeVec
 	devicesExcluded  *prometheus.GaugeVec
@@ -57,18 +58,18 @@ type Metrics struct {
 // and process collectors and client-go's request metrics.
 func New() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
-	fq := func(name string) string {
-		m.names = append(m.names, Namespace+"_"+name)
+	fq := func(name, typ string) string {
+		m.own = append(m.own, Family{Name: Namespace + "_" + name, Type: typ})
 		return name
 	}
 	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
-		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: fq(name), Help: help}, labels)
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: fq(name, "gauge"), Help: help}, labels)
 	}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: fq(name), Help: help}, labels)
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: fq(name, "counter"), Help: help}, labels)
 	}
 	histogram := func(name, help string, labels ...string) *prometheus.HistogramVec {
-		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: fq(name), Help: help, Buckets: latencyBuckets}, labels)
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: fq(name, "histogram"), Help: help, Buckets: latencyBuckets}, labels)
 	}
 	m.devicesPublished = gauge("devices_published", "Devices the last inventory publishes, per mode (dra, deviceplugin), group and type (block, char).", "mode", "group", "type")
 	m.devicesExcluded = gauge("devices_excluded", "Devices the last inventory leaves out, per mode and reason class (see the README's Monitoring section).", "mode", "reason")
@@ -77,14 +78,14 @@ func New() *Metrics {
 
 	m.requests = counter("dra_requests_total", "NodePrepareResources and NodeUnprepareResources claims, per operation (prepare, unprepare) and result (ok, error).", "operation", "result")
 	m.requestSeconds = histogram("dra_request_duration_seconds", "Latency of NodePrepareResources and NodeUnprepareResources calls, per operation and result (error when any claim failed).", "operation", "result")
-	m.claimsPrepared = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: fq("dra_claims_prepared"), Help: "Claims prepared on this node now (checkpoint entries)."})
-	m.conflicts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: fq("dra_exclusivity_conflicts_total"), Help: "Claims refused at first because another prepared claim holds one of their devices."})
+	m.claimsPrepared = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: fq("dra_claims_prepared", "gauge"), Help: "Claims prepared on this node now (checkpoint entries)."})
+	m.conflicts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: fq("dra_exclusivity_conflicts_total", "counter"), Help: "Claims refused at first because another prepared claim holds one of their devices."})
 	m.waits = counter("dra_exclusivity_waits_total", "Claims that waited for a holder being released, per result (prepared, gave_up).", "result")
 	m.checkpointWrite = counter("dra_checkpoint_writes_total", "Checkpoint file writes, per result (ok, error).", "result")
-	m.recoveries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: fq("dra_checkpoint_recoveries_total"), Help: "Checkpoints rebuilt from the CDI spec files (checkpoint corrupt or missing)."})
-	m.staleCollected = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: fq("dra_stale_claims_collected_total"), Help: "Prepared claims garbage-collected because their ResourceClaim is gone or no longer allocated here."})
+	m.recoveries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: fq("dra_checkpoint_recoveries_total", "counter"), Help: "Checkpoints rebuilt from the CDI spec files (checkpoint corrupt or missing)."})
+	m.staleCollected = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: fq("dra_stale_claims_collected_total", "counter"), Help: "Prepared claims garbage-collected because their ResourceClaim is gone or no longer allocated here."})
 	m.publications = counter("dra_slice_publications_total", "ResourceSlice publications handed to the kubelet plugin helper, per result (ok, error).", "result")
-	m.apiErrors = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: fq("dra_background_errors_total"), Help: "Errors the kubelet plugin helper reported in the background (mostly syncing ResourceSlices with the API server)."})
+	m.apiErrors = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: fq("dra_background_errors_total", "counter"), Help: "Errors the kubelet plugin helper reported in the background (mostly syncing ResourceSlices with the API server)."})
 
 	m.registrations = counter("deviceplugin_registrations_total", "Device-plugin registrations with the kubelet, per group and result (ok, error).", "group", "result")
 	m.reconnects = counter("deviceplugin_kubelet_reconnects_total", "Times a device plugin registered again, per group and cause (socket_removed, kubelet_restart, stream_lost).", "group", "cause")
@@ -127,22 +128,38 @@ func (m *Metrics) initLabels() {
 	m.waits.WithLabelValues("gave_up")
 }
 
-// Names returns the name of every metric family the plugin exports: its
-// own, client-go's and the Go and process collectors'. A histogram is
-// named by its family; its series add _bucket, _sum and _count.
-func (m *Metrics) Names() []string {
-	names := append([]string{}, m.names...)
-	names = append(names, "rest_client_request_duration_seconds", "rest_client_requests_total", "rest_client_rate_limiter_duration_seconds")
-	fams, _ := m.reg.Gather()
+// Family is a metric family the plugin exports: its name and type
+// (counter, gauge, histogram, summary, untyped).
+type Family struct{ Name, Type string }
+
+// Families returns every metric family the plugin exports: its own,
+// client-go's and the Go and process collectors'. A histogram's series add
+// _bucket, _sum and _count to its name.
+func (m *Metrics) Families() []Family {
+	fams := append([]Family{}, m.own...)
+	fams = append(fams,
+		Family{"rest_client_request_duration_seconds", "histogram"},
+		Family{"rest_client_requests_total", "counter"},
+		Family{"rest_client_rate_limiter_duration_seconds", "histogram"})
 	seen := map[string]bool{}
-	for _, n := range names {
-		seen[n] = true
-	}
 	for _, f := range fams {
+		seen[f.Name] = true
+	}
+	gathered, _ := m.reg.Gather()
+	for _, f := range gathered {
 		if !seen[f.GetName()] {
 			seen[f.GetName()] = true
-			names = append(names, f.GetName())
+			fams = append(fams, Family{f.GetName(), strings.ToLower(f.GetType().String())})
 		}
+	}
+	return fams
+}
+
+// Names returns the names of Families.
+func (m *Metrics) Names() []string {
+	var names []string
+	for _, f := range m.Families() {
+		names = append(names, f.Name)
 	}
 	return names
 }

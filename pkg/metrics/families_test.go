@@ -1,0 +1,41 @@
+package metrics_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/metrics"
+)
+
+// familiesFile lists every family the plugin exports, for the dashboard
+// check in deploy/grafana (a module of its own, which cannot import this).
+var familiesFile = filepath.Join("..", "..", "deploy", "grafana", "metrics.txt")
+
+// The list in deploy/grafana/metrics.txt is what the plugin exports.
+// PDP_UPDATE=1 rewrites it.
+func TestFamiliesFile(t *testing.T) {
+	var lines []string
+	for _, f := range metrics.New().Families() {
+		lines = append(lines, fmt.Sprintf("%s %s", f.Name, f.Type))
+	}
+	sort.Strings(lines)
+	want := "# Every metric family power-dev-plugin exports (name type), checked by pkg/metrics' tests;\n" +
+		"# PDP_UPDATE=1 go test ./pkg/metrics rewrites it. deploy/grafana's test checks the dashboard against it.\n" +
+		strings.Join(lines, "\n") + "\n"
+	if os.Getenv("PDP_UPDATE") == "1" {
+		if err := os.WriteFile(familiesFile, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(familiesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf("%s is not the list of exported families; run PDP_UPDATE=1 go test ./pkg/metrics\n got:\n%s\nwant:\n%s", familiesFile, got, want)
+	}
+}
