@@ -158,6 +158,8 @@ func TestHelmValuesSchema(t *testing.T) {
 		"deviceClasses.extendedResourceName=dev",
 		"openshift.enabled=yes",
 		"metrics.port=0",
+		"logFormat=xml",
+		"logVerbosity=-1",
 		"metrics.serviceMonitor.interval=often",
 		"metrics.podMonitor.enabld=true",
 	} {

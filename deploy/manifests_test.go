@@ -460,6 +460,7 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 	wantEnv := map[string]string{
 		"MODE": mode, "HOST_ROOT": "/host", "CONFIG_FILE": "/etc/power-dev-plugin/config.yaml",
 		"CDI_DIR": "/var/run/cdi", "HEALTH_ADDRESS": "127.0.0.1:51515", "METRICS_ADDRESS": ":8080",
+		"LOG_VERBOSITY": "0", "LOG_FORMAT": "text",
 	}
 	dra, devicePlugin := mode != "device-plugin", mode != "dra"
 	if dra {

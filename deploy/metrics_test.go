@@ -43,6 +43,16 @@ func TestHelmMetrics(t *testing.T) {
 		t.Error("metrics.enabled=false: the metrics Service is rendered")
 	}
 
+	m = helmTemplate(t, "--set", "logVerbosity=4,logFormat=json")
+	c = m.get(t, "DaemonSet/"+namespace+"/power-dev-plugin").typed(t).(*appsv1.DaemonSet).Spec.Template.Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	if env["LOG_VERBOSITY"] != "4" || env["LOG_FORMAT"] != "json" {
+		t.Errorf("logVerbosity=4,logFormat=json: env %v", env)
+	}
+
 	m = helmTemplate(t, "--set", "metrics.port=9100,metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true",
 		"--set", "metrics.serviceMonitor.labels.release=prom,metrics.serviceMonitor.interval=15s")
 	ds := m.get(t, "DaemonSet/"+namespace+"/power-dev-plugin").typed(t).(*appsv1.DaemonSet)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	goflag "flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -131,26 +130,20 @@ func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var f pluginFlags
 	fs := newFlagSet("power-dev-plugin")
 	f.register(fs)
-	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	// Only the verbosity flags: the rest of klog's are about log files,
-	// which a DaemonSet does not use.
-	for _, name := range []string{"v", "vmodule"} {
-		fs.AddGoFlag(klogFlags.Lookup(name))
+	logCfg, err := addLogFlags(fs)
+	if err != nil {
+		return err
 	}
 	if err := parseFlags(fs, args, pluginUsage); err != nil {
+		return err
+	}
+	if err := applyLogging(logCfg); err != nil {
 		return err
 	}
 	logger := klog.Background().WithName("power-dev-plugin")
 	ctx = klog.NewContext(ctx, logger)
 	logger.Info("Starting", "version", version, "commit", gitCommit, "mode", f.mode, "node", f.nodeName)
 	logFlags(logger, fs)
-	if f.metricsAddr != "" {
-		f.metrics = metrics.New()
-		if _, err := f.metrics.Serve(ctx, f.metricsAddr); err != nil {
-			return &exitError{code: exitFailure, err: err}
-		}
-	}
 
 	switch f.mode {
 	case modeDRA:
@@ -168,6 +161,13 @@ func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	path, _ := f.configPath()
 	if _, _, err := discovery.LoadConfig(path); err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("not starting: %w", err)}
+	}
+	// Before the API client is made: client-go takes its metrics then.
+	if f.metricsAddr != "" {
+		f.metrics = metrics.New()
+		if _, err := f.metrics.Serve(ctx, f.metricsAddr); err != nil {
+			return &exitError{code: exitFailure, err: err}
+		}
 	}
 	if f.mode == modeDevicePlugin {
 		// A kubelet device plugin talks to the kubelet only.
