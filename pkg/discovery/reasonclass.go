@@ -6,7 +6,7 @@ import "strings"
 // that a metric labelled by them stays bounded (reasons name devices).
 var ReasonClasses = []string{
 	"in_use", "unknown_in_use", "held", "multipath", "kernel_interface", "not_included", "excluded",
-	"empty", "hidden", "not_ready", "unchecked", "signature", "node_problem", "dra_limit", "other",
+	"empty", "hidden", "not_ready", "unchecked", "node_problem", "dra_limit", "other",
 }
 
 // reasonPrefixes map the start of an exclusion reason to its class; the
@@ -22,7 +22,6 @@ var reasonPrefixes = []struct{ prefix, class string }{
 	{reasonHidden, "hidden"},
 	{"not ready: ", "not_ready"},
 	{"unchecked: ", "unchecked"},
-	{"carries ", "signature"},
 	{"held for multipath: ", "multipath"},
 	{"held by ", "held"},
 	{"partition ", "held"},
