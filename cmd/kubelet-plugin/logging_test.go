@@ -131,7 +131,7 @@ func TestMetricsAddress(t *testing.T) {
 }
 
 func scrape(url string) (string, error) {
-	resp, err := http.Get(url) //nolint:noctx // a test against a local server
+	resp, err := http.Get(url)
 	if err != nil {
 		return "", err
 	}

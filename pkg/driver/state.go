@@ -482,9 +482,9 @@ func (s *State) setSnapshot(cp *Checkpoint) {
 	for uid, pc := range cp.Claims {
 		m[uid] = pc
 	}
-	s.metrics.SetClaimsPrepared(len(m))
 	s.snapMu.Lock()
 	s.snap = m
+	s.metrics.SetClaimsPrepared(len(m)) // under snapMu: in the order of the snapshots
 	close(s.snapSignal)
 	s.snapSignal = make(chan struct{})
 	s.snapMu.Unlock()

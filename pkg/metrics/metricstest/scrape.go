@@ -34,7 +34,7 @@ type Families map[string]*dto.MetricFamily
 // Scrape gets and parses url's text exposition.
 func Scrape(t testing.TB, url string) Families {
 	t.Helper()
-	resp, err := http.Get(url) //nolint:noctx // a test against a local server
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", url, err)
 	}
