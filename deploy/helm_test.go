@@ -151,6 +151,7 @@ func TestHelmValuesSchema(t *testing.T) {
 		"mode=legacy",                       // not a mode
 		"config.groups[0].inclde[0]=/dev/x", // misspelt group field
 		"config.groups[0].permissions=rx",
+		"config.groups[0].unhealthyTaintEffect=Evict",
 		"config.groups[0].name=Disks",
 		"config.allowInUse[0]=/dev/sd*",
 		"tolerations[0].operator=Maybe",
@@ -188,6 +189,7 @@ config:
   - name: fuse
     include: ["/dev/fuse"]
     permissions: rwm
+    unhealthyTaintEffect: NoExecute
   allowInUse: ["/dev/sdb"]
 `
 	f := filepath.Join(t.TempDir(), "values.yaml")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
-	"k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
@@ -101,6 +99,10 @@ type Driver struct {
 	// countersDropped is set once the API server was seen dropping the
 	// overlap counters.
 	countersDropped atomic.Bool
+	// taints of held devices (driver_taints.go).
+	taints        taintState
+	taintPoke     chan struct{}
+	taintsDropped atomic.Bool
 }
 
 var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
@@ -110,7 +112,7 @@ var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
 // prepared claims restored (State.Restore), once Run receives the first
 // inventory.
 func Start(ctx context.Context, opts ...Option) (*Driver, error) {
-	d := &Driver{invSignal: make(chan struct{}), fatal: make(chan error, 1)}
+	d := &Driver{invSignal: make(chan struct{}), fatal: make(chan error, 1), taintPoke: make(chan struct{}, 1)}
 	d.opts.clock = clock.RealClock{}
 	d.opts.staleInterval = DefaultStaleClaimInterval
 	d.opts.releaseWait = DefaultReleaseWait
@@ -236,8 +238,14 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 	}()
 
 	updates := src.Updates()
+	taintTicker := newTaintTicker()
+	defer taintTicker.Stop()
 	for {
 		select {
+		case <-d.taintPoke:
+			d.checkTaints(ctx)
+		case <-taintTicker.C:
+			d.checkTaints(ctx)
 		case <-ctx.Done():
 			cause := context.Cause(ctx)
 			if errors.Is(cause, context.Canceled) {
@@ -274,7 +282,7 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 // rules and hands them to the helper, which syncs them with the API server.
 func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 	logger := klog.FromContext(ctx)
-	res, withheld, err := BuildResourcesWithheld(d.opts.nodeName, inv)
+	res, withheld, err := d.buildForPublish(inv)
 	if err == nil {
 		err = ValidateResources(res)
 	}
@@ -297,6 +305,7 @@ func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 			n += len(s.Devices)
 		}
 	}
+	d.recordPublished(res)
 	logger.Info("Published devices", "devices", n, "excluded", len(inv.Excluded))
 	d.published.Store(true)
 	return nil
@@ -350,6 +359,7 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 	if d.inventory() == nil {
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
+	defer d.pokeTaints()
 	start := time.Now()
 	res := d.waiter.prepare(ctx, claims)
 	d.observePrepare(start, res)
@@ -358,6 +368,7 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 
 // UnprepareResourceClaims implements kubeletplugin.DRAPlugin.
 func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
+	defer d.pokeTaints()
 	start := time.Now()
 	res := d.state.Unprepare(ctx, claims)
 	d.observeUnprepare(start, res)
@@ -368,16 +379,8 @@ func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletpl
 // from publishing slices) are logged; a fatal one stops the plugin so that
 // the pod restarts and says why.
 func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
-	var dropped *resourceslice.DroppedFieldsError
-	if errors.As(err, &dropped) && slices.Contains(dropped.DisabledFeatures(), "DRAPartitionableDevices") {
-		// Expected on 1.34 and 1.35: say once what it means, instead of
-		// an error for every slice on every update.
-		if !d.countersDropped.Swap(true) {
-			klog.FromContext(ctx).Info("The API server dropped the counters that tell the scheduler which devices share blocks (feature gate DRAPartitionableDevices is off, the default before Kubernetes 1.36): the scheduler may now allocate a disk and one of its partitions to two claims, and Prepare refuses the second one, whose pod then waits until the first claim is freed. Turn the feature gate on in the API server and the scheduler, then restart this plugin's pods to publish the counters again.")
-		}
-		if len(dropped.DisabledFeatures()) == 1 {
-			return
-		}
+	if d.expectedDrop(ctx, err) {
+		return
 	}
 	d.opts.metrics.BackgroundError()
 	utilruntime.HandleErrorWithContext(ctx, err, msg)
