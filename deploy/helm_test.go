@@ -158,6 +158,11 @@ func TestHelmValuesSchema(t *testing.T) {
 		"kubeletDir=var/lib/kubelet",
 		"deviceClasses.extendedResourceName=dev",
 		"openshift.enabled=yes",
+		"metrics.port=0",
+		"logFormat=xml",
+		"logVerbosity=-1",
+		"metrics.serviceMonitor.interval=often",
+		"metrics.podMonitor.enabld=true",
 	} {
 		if _, err := helmTemplateErr(t, "--set", set); err == nil {
 			t.Errorf("--set %s: rendered; the schema should refuse it", set)

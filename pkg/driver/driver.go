@@ -20,6 +20,7 @@ import (
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/metrics"
 )
 
 // InventorySource is where inventories come from: discovery.Watcher.
@@ -42,6 +43,7 @@ type options struct {
 	rollingUID    types.UID
 	healthAddress string
 	helperOpts    []kubeletplugin.Option
+	metrics       *metrics.Metrics
 
 	// Stale claims and device reuse (gc.go, wait.go).
 	claims        ClaimReader
@@ -144,6 +146,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 		WithStateCDIDir(d.opts.cdiDir),
 		WithStateDataDir(d.opts.dataDir),
 		WithStateHostRoot(d.opts.hostRoot),
+		withStateMetrics(d.opts.metrics),
 		WithStateInventory(d.inventory),
 	)
 	if err != nil {
@@ -298,9 +301,11 @@ func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 		}
 	}
 	d.health.set(func(h *healthState) { h.publishErr = err })
+	d.opts.metrics.SlicePublication(err)
 	if err != nil {
 		return err
 	}
+	d.opts.metrics.ObserveInventory(metrics.ModeDRA, inv, withheld)
 	n := 0
 	for _, p := range res.Pools {
 		for _, s := range p.Slices {
@@ -362,13 +367,19 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
 	defer d.pokeTaints()
-	return d.tellPrepared(claims, d.waiter.prepare(ctx, claims)), nil
+	start := time.Now()
+	res := d.waiter.prepare(ctx, claims)
+	d.observePrepare(start, res)
+	return d.tellPrepared(claims, res), nil
 }
 
 // UnprepareResourceClaims implements kubeletplugin.DRAPlugin.
 func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
 	defer d.pokeTaints()
-	return d.state.Unprepare(ctx, claims), nil
+	start := time.Now()
+	res := d.state.Unprepare(ctx, claims)
+	d.observeUnprepare(start, res)
+	return res, nil
 }
 
 // HandleError implements kubeletplugin.DRAPlugin: background errors (mostly
@@ -378,6 +389,7 @@ func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
 	if d.expectedDrop(ctx, err) {
 		return
 	}
+	d.opts.metrics.BackgroundError()
 	utilruntime.HandleErrorWithContext(ctx, err, msg)
 	if !errors.Is(err, kubeletplugin.ErrRecoverable) {
 		select {
