@@ -151,12 +151,18 @@ func TestHelmValuesSchema(t *testing.T) {
 		"mode=legacy",                       // not a mode
 		"config.groups[0].inclde[0]=/dev/x", // misspelt group field
 		"config.groups[0].permissions=rx",
+		"config.groups[0].unhealthyTaintEffect=Evict",
 		"config.groups[0].name=Disks",
 		"config.allowInUse[0]=/dev/sd*",
 		"tolerations[0].operator=Maybe",
 		"kubeletDir=var/lib/kubelet",
 		"deviceClasses.extendedResourceName=dev",
 		"openshift.enabled=yes",
+		"metrics.port=0",
+		"logFormat=xml",
+		"logVerbosity=-1",
+		"metrics.serviceMonitor.interval=often",
+		"metrics.podMonitor.enabld=true",
 	} {
 		if _, err := helmTemplateErr(t, "--set", set); err == nil {
 			t.Errorf("--set %s: rendered; the schema should refuse it", set)
@@ -183,6 +189,7 @@ config:
   - name: fuse
     include: ["/dev/fuse"]
     permissions: rwm
+    unhealthyTaintEffect: NoExecute
   allowInUse: ["/dev/sdb"]
 `
 	f := filepath.Join(t.TempDir(), "values.yaml")

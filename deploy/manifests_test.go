@@ -33,6 +33,7 @@ func TestObjectsDecodeStrictly(t *testing.T) {
 		"DeviceClass/nx-gzip.power-dev-plugin.io",
 		"DeviceClass/power-dev-plugin.io",
 		"Namespace/power-dev-plugin",
+		"Service/power-dev-plugin/power-dev-plugin-metrics",
 		"ServiceAccount/power-dev-plugin/power-dev-plugin",
 		"ValidatingAdmissionPolicy/deviceconfig.power-dev-plugin.io",
 		"ValidatingAdmissionPolicy/resourceslices.power-dev-plugin.io",
@@ -47,6 +48,7 @@ func TestObjectsDecodeStrictly(t *testing.T) {
 		"ConfigMap/power-dev-plugin/power-dev-plugin-config",
 		"DaemonSet/power-dev-plugin/power-dev-plugin",
 		"Namespace/power-dev-plugin",
+		"Service/power-dev-plugin/power-dev-plugin-metrics",
 		"ServiceAccount/power-dev-plugin/power-dev-plugin",
 	}
 	without := func(keys []string, drop string) []string {
@@ -132,6 +134,8 @@ func TestRBACAllowList(t *testing.T) {
 		{"cluster", "resource.k8s.io", "resourceslices", "", "update"},
 		{"cluster", "resource.k8s.io", "resourceslices", "", "delete"},
 		{"cluster", "resource.k8s.io", "resourceclaims", "", "get"},
+		{"cluster", "resource.k8s.io", "resourceclaims/status", "", "patch"},
+		{"cluster", "resource.k8s.io", "resourceclaims/driver", "power-dev-plugin.io", "associated-node:patch"},
 		{"cluster", "", "nodes", "", "get"},
 		{"cluster", "", "pods", "", "list"},
 	}
@@ -396,8 +400,10 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 		sc.ProcMount != nil || sc.RunAsUser != nil || sc.SELinuxOptions != nil || sc.SeccompProfile != nil {
 		errorf("container securityContext must be privileged true, readOnlyRootFilesystem true and nothing else: %+v", sc)
 	}
-	if len(c.Ports) > 0 {
-		errorf("no ports: the health endpoint is on loopback and probed by exec")
+	// One port: the metrics. The health endpoint stays on loopback, probed by exec.
+	if len(c.Ports) != 1 || c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != 8080 ||
+		c.Ports[0].Protocol != corev1.ProtocolTCP || c.Ports[0].HostPort != 0 {
+		errorf("ports %+v, want only metrics 8080/TCP (no host port)", c.Ports)
 	}
 	if len(c.Command) > 0 || len(c.Args) > 0 {
 		errorf("the image's entrypoint takes its settings from the environment; command/args %v %v", c.Command, c.Args)
@@ -455,7 +461,8 @@ func checkDaemonSet(t *testing.T, m *manifest, mode, kubelet string) {
 	}
 	wantEnv := map[string]string{
 		"MODE": mode, "HOST_ROOT": "/host", "CONFIG_FILE": "/etc/power-dev-plugin/config.yaml",
-		"CDI_DIR": "/var/run/cdi", "HEALTH_ADDRESS": "127.0.0.1:51515",
+		"CDI_DIR": "/var/run/cdi", "HEALTH_ADDRESS": "127.0.0.1:51515", "METRICS_ADDRESS": ":8080",
+		"LOG_VERBOSITY": "0", "LOG_FORMAT": "text",
 	}
 	dra, devicePlugin := mode != "device-plugin", mode != "dra"
 	if dra {

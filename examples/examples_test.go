@@ -490,6 +490,64 @@ func layoutPowerNode(t *testing.T, tr *discoverytest.Tree) {
 	}
 }
 
+// layoutFor is the fixture host of an example: layoutPowerNode, or one with
+// what the example needs on top.
+func layoutFor(example string) func(*testing.T, *discoverytest.Tree) {
+	if example == "same-pcie-root" {
+		return layoutPCIeNode
+	}
+	return layoutPowerNode
+}
+
+// layoutPCIeNode is layoutPowerNode with two NVMe disks on the PCI
+// functions of two root complexes, as sysfs shows them (numa_node,
+// /sys/bus/pci/devices links): nvme0n1 on pci0000:00 (NUMA node 0),
+// nvme1n1 on pci0000:80 (NUMA node 1). The NIC of the other driver is on
+// pci0000:80 (foreignSlices).
+func layoutPCIeNode(t *testing.T, tr *discoverytest.Tree) {
+	layoutPowerNode(t, tr)
+	for _, fn := range []struct{ root, bdf, numa string }{
+		{"pci0000:00", "0000:00:04.0", "0"}, // where the fixture puts NVMe controllers
+		{"pci0000:80", "0000:80:02.0", "1"},
+	} {
+		dir := "/sys/devices/" + fn.root + "/" + fn.bdf
+		tr.File(dir+"/numa_node", fn.numa+"\n")
+		tr.Symlink("/sys/bus/pci/devices/"+fn.bdf, "../../../devices/"+fn.root+"/"+fn.bdf)
+	}
+	tr.AddBlock(discoverytest.Block{Name: "nvme0n1", Dev: nd(259, 0), Size: 1600 * gib, Model: "PM1735", Serial: "S4WRNA0N100001"})
+	tr.AddBlock(discoverytest.Block{Name: "nvme1n1", Dev: nd(259, 1), Size: 1600 * gib, Model: "PM1735", Serial: "S4WRNA0N100002",
+		SysDir: "/sys/devices/pci0000:80/0000:80:02.0/nvme/nvme1/nvme1n1"})
+}
+
+// foreignDriver stands for the NIC (or GPU) driver that same-pcie-root
+// pairs a disk with: its DeviceClass and its ResourceSlice on the fixture
+// node, whose one NIC is on pci0000:80.
+const foreignDriver = "nic.example.com"
+
+func foreignClasses() []*resourceapi.DeviceClass {
+	return []*resourceapi.DeviceClass{{
+		ObjectMeta: metav1.ObjectMeta{Name: foreignDriver},
+		Spec: resourceapi.DeviceClassSpec{Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{
+			Expression: fmt.Sprintf("device.driver == %q", foreignDriver)}}}},
+	}}
+}
+
+func foreignSlices() []*resourceapi.ResourceSlice {
+	root := "pci0000:80"
+	return []*resourceapi.ResourceSlice{{
+		ObjectMeta: metav1.ObjectMeta{Name: nodeName + "-" + foreignDriver},
+		Spec: resourceapi.ResourceSliceSpec{
+			Driver:   foreignDriver,
+			Pool:     resourceapi.ResourcePool{Name: nodeName, Generation: 1, ResourceSliceCount: 1},
+			NodeName: ptr.To(nodeName),
+			Devices: []resourceapi.Device{{
+				Name:       "nic-0",
+				Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{driver.AttrPCIeRoot: {StringValue: &root}},
+			}},
+		},
+	}}
+}
+
 // addMultipath adds n LUNs of two paths each: SCSI disks from index
 // firstDisk on (1 is sdb), and dm-0 ... dm-(n-1) named mpatha ... on top.
 func addMultipath(tr *discoverytest.Tree, n, firstDisk int) {
@@ -629,6 +687,7 @@ func newNode(t *testing.T, inv *discovery.Inventory, classes []*resourceapi.Devi
 			})
 		}
 	}
+	n.slices = append(n.slices, foreignSlices()...)
 	return n
 }
 
@@ -636,7 +695,9 @@ func newNode(t *testing.T, inv *discovery.Inventory, classes []*resourceapi.Devi
 func (n *node) devices() []resourceapi.Device {
 	var out []resourceapi.Device
 	for _, s := range n.slices {
-		out = append(out, s.Spec.Devices...)
+		if s.Spec.Driver == driver.DriverName {
+			out = append(out, s.Spec.Devices...)
+		}
 	}
 	return out
 }
@@ -968,6 +1029,7 @@ spec:
 func TestDeviceClassesExist(t *testing.T) {
 	classes := shippedClasses(t)
 	names := classNames(classes)
+	known := names.Union(classNames(foreignClasses()))
 	cache := extendedresourcecache.NewExtendedResourceCache(klog.Background())
 	for _, c := range classes {
 		cache.OnAdd(c, true)
@@ -981,7 +1043,7 @@ func TestDeviceClassesExist(t *testing.T) {
 				}
 				for _, cn := range requestClasses(spec) {
 					used.Insert(cn)
-					if !names.Has(cn) {
+					if !known.Has(cn) {
 						t.Errorf("%s: deviceClassName %q is not one of the DeviceClasses deploy/ ships %v", what, cn, sets.List(names))
 					}
 				}
@@ -1079,7 +1141,7 @@ func TestCELNeverFailsOnAnyDevice(t *testing.T) {
 	}
 	var devices []resourceapi.Device
 	for _, ex := range examples {
-		devices = append(devices, newNode(t, discoverOn(t, ex.config, layoutPowerNode), classes).devices()...)
+		devices = append(devices, newNode(t, discoverOn(t, ex.config, layoutFor(ex.name)), classes).devices()...)
 	}
 	if len(devices) == 0 {
 		t.Fatal("no devices published")
@@ -1207,7 +1269,7 @@ func isFalse(b *bool) bool { return b != nil && !*b }
 // publishes on the fixture node what the example needs.
 func TestDiscoveryConfigsPublish(t *testing.T) {
 	for _, ex := range loadExamples(t) {
-		inv := discoverOn(t, ex.config, layoutPowerNode)
+		inv := discoverOn(t, ex.config, layoutFor(ex.name))
 		for g, paths := range groupPaths(inv) {
 			if len(paths) == 0 {
 				t.Errorf("example %s: group %q publishes nothing on the fixture node", ex.name, g)
@@ -1271,6 +1333,35 @@ var expectations = map[string]func(t *testing.T, r *unitResult){
 		plan := pr.plans["extended-resources"]
 		if len(plan.Devices) != 1 || len(hostPaths(plan)) != 1 || plan.Devices[0].Group != "dev" {
 			t.Errorf("power-dev-plugin/dev: 1 gave %v, want one device node of group dev", hostPaths(plan))
+		}
+	},
+	"same-pcie-root": func(t *testing.T, r *unitResult) {
+		// nvme0n1 comes first; only the constraint picks nvme1n1, on the
+		// NIC's root complex.
+		wantPaths(t, r, "same-pcie-root", "devices", "/dev/nvme1n1")
+		c := r.pods["same-pcie-root"].claims["devices"]
+		var nic []string
+		for _, res := range c.Status.Allocation.Devices.Results {
+			if res.Driver == foreignDriver {
+				nic = append(nic, res.Device)
+			}
+		}
+		if !slices.Equal(nic, []string{"nic-0"}) {
+			t.Errorf("NICs %v, want [nic-0]", nic)
+		}
+		unconstrained := r.unit.template("same-pcie-root").Spec.Spec.DeepCopy()
+		unconstrained.Devices.Constraints = nil
+		fresh := newNode(t, r.node.inv, r.node.classes) // the first pod holds the only NIC
+		got, err := fresh.allocate(fresh.newClaim("unconstrained", *unconstrained))
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := driver.PlanClaim(got[0], nodeName, r.node.inv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := hostPaths(plan); !slices.Equal(p, []string{"/dev/nvme0n1"}) {
+			t.Errorf("without the constraint the claim got %v; want /dev/nvme0n1, so that the test shows the constraint at work", p)
 		}
 	},
 	"db2-warehouse": func(t *testing.T, r *unitResult) {
@@ -1374,10 +1465,10 @@ func wantShared(t *testing.T, r *unitResult, claim, path string, pods ...string)
 // pod's claims (templates, claims, extended resources), the driver's plan
 // for each allocated claim, then the unit's expectations.
 func TestClaimsAllocate(t *testing.T) {
-	classes := shippedClasses(t)
+	classes := append(shippedClasses(t), foreignClasses()...)
 	seen := sets.New[string]()
 	for _, ex := range loadExamples(t) {
-		inv := discoverOn(t, ex.config, layoutPowerNode)
+		inv := discoverOn(t, ex.config, layoutFor(ex.name))
 		for _, u := range ex.units {
 			seen.Insert(u.dir)
 			t.Run(u.dir, func(t *testing.T) {

@@ -26,6 +26,7 @@ groups:
 - name: db2
   include: ["/dev/mapper/mpath*"]
   bundle: true
+  unhealthyTaintEffect: NoExecute   # default NoSchedule
 allowInUse: ["/dev/sdb"]    # exact paths only
 `
 
@@ -36,7 +37,7 @@ const exampleJSON = `{
 		{"name": "disks", "include": ["\/dev\/dm-*", "/dev/sd*"], "exclude": ["/dev/sda*"],
 		 "types": ["block"], "permissions": "rw"},
 		{"name": "nx-gzip", "include": ["/dev/crypto/nx-gzip"], "sharing": {"mode": "shared", "maxConsumers": 64}},
-		{"name": "db2", "include": ["/dev/mapper/mpath*"], "bundle": true}
+		{"name": "db2", "include": ["/dev/mapper/mpath*"], "bundle": true, "unhealthyTaintEffect": "NoExecute"}
 	],
 	"allowInUse": ["/dev/sdb"]
 }`
@@ -56,11 +57,12 @@ func exampleConfig() *DiscoveryConfig {
 			Permissions: "rw",
 			Sharing:     &Sharing{Mode: SharingShared, MaxConsumers: ptr[int32](64)},
 		}, {
-			Name:        "db2",
-			Include:     []string{"/dev/mapper/mpath*"},
-			Permissions: "rw",
-			Bundle:      true,
-			Sharing:     &Sharing{Mode: SharingExclusive},
+			Name:                 "db2",
+			Include:              []string{"/dev/mapper/mpath*"},
+			Permissions:          "rw",
+			Bundle:               true,
+			Sharing:              &Sharing{Mode: SharingExclusive},
+			UnhealthyTaintEffect: TaintNoExecute,
 		}},
 		AllowInUse: []string{"/dev/sdb"},
 	}
@@ -90,6 +92,7 @@ groups:
   include: ["/dev/mapper/mpath*"]
   bundle: true
   permissions: *perm
+  unhealthyTaintEffect: NoExecute
 allowInUse: ["/dev/sdb"]
 `,
 	} {
@@ -302,6 +305,7 @@ func TestDecodeDiscoveryConfigErrors(t *testing.T) {
 - name: disks
   include: [/dev/sd*]
   sharing: {mode: pooled}
+  unhealthyTaintEffect: noexecute
 - name: disks
   include: [/dev/dm-*]
   sharing: {mode: shared, maxConsumers: 0}
@@ -316,6 +320,7 @@ allowInUse: [/dev/sd*, /dev/sdb, /dev/sdb, sdc]
 			`groups[0].types[2]: Duplicate value: "block"`,
 			`groups[0].permissions: Invalid value: "rx": must be a combination of r, w and m (e.g. "rw"), each at most once`,
 			`groups[0].sharing.maxConsumers: Forbidden: only allowed with mode "shared"`,
+			`groups[1].unhealthyTaintEffect: Unsupported value: "noexecute": supported values: "NoSchedule", "NoExecute"`,
 			`groups[1].sharing.mode: Unsupported value: "pooled": supported values: "exclusive", "shared"`,
 			`groups[2].sharing.maxConsumers: Invalid value: 0: must be between 1 and 1048576`,
 			`groups[2].name: Duplicate value: "disks"`,

@@ -40,6 +40,8 @@
 //   - groups[i].permissions: see Permissions.
 //   - groups[i].sharing.mode: exclusive or shared; maxConsumers only with
 //     shared, between 1 and MaxConsumersLimit (1048576).
+//   - groups[i].unhealthyTaintEffect: NoSchedule (default when empty) or
+//     NoExecute.
 //   - allowInUse: exact clean paths under /dev/ (no *, ?, [ or \), no
 //     duplicates.
 //

@@ -51,6 +51,17 @@ const (
 	SharingShared SharingMode = "shared"
 )
 
+// TaintEffect is what a device that a claim holds gets in its slice when it
+// vanishes or turns unhealthy (resource.k8s.io/v1 DeviceTaint effects).
+type TaintEffect string
+
+const (
+	// TaintNoSchedule keeps new claims off the device; pods that use it stay.
+	TaintNoSchedule TaintEffect = "NoSchedule"
+	// TaintNoExecute also evicts the pods whose claims hold the device.
+	TaintNoExecute TaintEffect = "NoExecute"
+)
+
 // DiscoveryConfig is the node configuration: which host device nodes the
 // driver publishes and how they are grouped.
 type DiscoveryConfig struct {
@@ -94,6 +105,11 @@ type DeviceGroup struct {
 	// Sharing says how many claims may hold a device at once.
 	// Default {mode: exclusive}.
 	Sharing *Sharing `json:"sharing,omitempty"`
+
+	// UnhealthyTaintEffect is the effect of the taint a device of this group
+	// gets while a claim holds it and it is gone or cannot be prepared:
+	// NoSchedule (default) or NoExecute, which evicts the pods using it.
+	UnhealthyTaintEffect TaintEffect `json:"unhealthyTaintEffect,omitempty"`
 }
 
 // Sharing describes concurrent use of a device.

@@ -144,6 +144,11 @@ func validateGroup(g *DeviceGroup, gp *field.Path) field.ErrorList {
 	if g.Permissions != "" && !g.Permissions.valid() {
 		errs = append(errs, field.Invalid(gp.Child("permissions"), string(g.Permissions), MsgPermissions))
 	}
+	switch g.UnhealthyTaintEffect {
+	case "", TaintNoSchedule, TaintNoExecute:
+	default:
+		errs = append(errs, field.NotSupported(gp.Child("unhealthyTaintEffect"), string(g.UnhealthyTaintEffect), []TaintEffect{TaintNoSchedule, TaintNoExecute}))
+	}
 	if s := g.Sharing; s != nil {
 		sp := gp.Child("sharing")
 		mode := s.Mode

@@ -59,6 +59,7 @@ func runDevicePlugin(ctx context.Context, f pluginFlags) error {
 		deviceplugin.WithHostRoot(f.hostRoot),
 		deviceplugin.WithInstanceID(f.podUID),
 		deviceplugin.WithHealthAddress(f.healthAddr),
+		deviceplugin.WithMetrics(f.metrics),
 	)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}

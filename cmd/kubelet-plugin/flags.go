@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
 )
 
 // envDefault returns the value of the environment variable env when it is
@@ -56,3 +57,13 @@ func parseFlags(fs *pflag.FlagSet, args []string, usage string) error {
 
 // errHelp is returned after --help printed the usage; the exit code is 0.
 var errHelp = &exitError{code: 0, err: fmt.Errorf("help requested")}
+
+// logFlags logs every flag's effective value (from the command line, the
+// environment or its default) once at start, so a log shows how it ran.
+func logFlags(logger klog.Logger, fs *pflag.FlagSet) {
+	var kv []any
+	fs.VisitAll(func(f *pflag.Flag) {
+		kv = append(kv, f.Name, f.Value.String())
+	})
+	logger.Info("Effective flags", kv...)
+}

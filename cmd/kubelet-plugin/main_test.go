@@ -374,3 +374,26 @@ func TestPluginRefusesUnusableConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestDeviceMetadataFlag(t *testing.T) {
+	parse := func(args ...string) pluginFlags {
+		t.Helper()
+		var f pluginFlags
+		fs := newFlagSet("t")
+		f.register(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	if !parse().deviceMetadata {
+		t.Error("the metadata file must be on by default")
+	}
+	t.Setenv("DEVICE_METADATA", "false")
+	if parse().deviceMetadata {
+		t.Error("DEVICE_METADATA=false must turn it off")
+	}
+	if !parse("--device-metadata=true").deviceMetadata {
+		t.Error("the flag must win over the environment")
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	goflag "flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/deviceplugin"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/driver"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/metrics"
 )
 
 const pluginUsage = `Usage: power-dev-plugin [flags]
@@ -58,8 +58,10 @@ type pluginFlags struct {
 	kubeAPIBurst   int
 	rescanInterval time.Duration
 	healthAddr     string
+	metricsAddr    string
 	staleInterval  time.Duration
 	releaseWait    time.Duration
+	deviceMetadata bool
 
 	// Device-plugin mode.
 	devicePluginDir string
@@ -68,6 +70,9 @@ type pluginFlags struct {
 
 	// Auto mode.
 	podResourcesSocket string
+
+	// metrics is served on metricsAddr; nil when that is empty.
+	metrics *metrics.Metrics
 }
 
 func (f *pluginFlags) register(fs *pflag.FlagSet) {
@@ -85,7 +90,9 @@ func (f *pluginFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.rescanInterval, "rescan-interval", durationEnv("RESCAN_INTERVAL", time.Minute), "safety rescan of the devices besides kernel events (env RESCAN_INTERVAL)")
 	fs.DurationVar(&f.staleInterval, "stale-claim-interval", durationEnv("STALE_CLAIM_INTERVAL", driver.DefaultStaleClaimInterval), "dra: how often prepared claims are checked against the API server; one whose ResourceClaim was deleted, replaced or deallocated, and that no pod on this node uses, is unprepared (env STALE_CLAIM_INTERVAL); 0: never")
 	fs.DurationVar(&f.releaseWait, "release-wait", durationEnv("RELEASE_WAIT", driver.DefaultReleaseWait), "dra: how long a Prepare waits for the claim holding its exclusive device to be unprepared when that claim is being released (env RELEASE_WAIT); 0: refuse at once; the kubelet's call timeout (45 s) bounds it too")
+	fs.BoolVar(&f.deviceMetadata, "device-metadata", boolEnv("DEVICE_METADATA", true), "dra: mount a metadata file saying which host device(s) a claim got into its containers (/var/run/kubernetes.io/dra-device-attributes/...); costs two synced file writes per request in each prepare (env DEVICE_METADATA)")
 	stringFlag(fs, &f.healthAddr, "health-address", "", "HEALTH_ADDRESS", "127.0.0.1:51515", "address of the /healthz and /readyz HTTP endpoint; empty: off")
+	stringFlag(fs, &f.metricsAddr, "metrics-address", "", "METRICS_ADDRESS", "", "address of the Prometheus /metrics HTTP endpoint, e.g. :8080; empty: off")
 	stringFlag(fs, &f.devicePluginDir, "device-plugin-dir", "", "DEVICE_PLUGIN_DIR", deviceplugin.DefaultPluginDir, "device-plugin mode: the kubelet's device-plugin directory (its kubelet.sock, and the plugin's sockets)")
 	fs.BoolVar(&f.devicePluginCDI, "device-plugin-cdi", boolEnv("DEVICE_PLUGIN_CDI", true), "device-plugin mode: also name CDI devices (from a static spec in --cdi-dir) next to the DeviceSpecs; turn off for runtimes with CDI explicitly disabled (env DEVICE_PLUGIN_CDI)")
 	stringFlag(fs, &f.podResourcesSocket, "pod-resources-socket", "", "POD_RESOURCES_SOCKET", deviceplugin.DefaultPodResourcesSocket, "auto mode: the kubelet's pod-resources API, which tells whether pods hold device-plugin devices (without it: the kubelet's checkpoint in --device-plugin-dir)")
@@ -125,19 +132,20 @@ func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var f pluginFlags
 	fs := newFlagSet("power-dev-plugin")
 	f.register(fs)
-	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	// Only the verbosity flags: the rest of klog's are about log files,
-	// which a DaemonSet does not use.
-	for _, name := range []string{"v", "vmodule"} {
-		fs.AddGoFlag(klogFlags.Lookup(name))
+	logCfg, err := addLogFlags(fs)
+	if err != nil {
+		return err
 	}
 	if err := parseFlags(fs, args, pluginUsage); err != nil {
+		return err
+	}
+	if err := applyLogging(logCfg); err != nil {
 		return err
 	}
 	logger := klog.Background().WithName("power-dev-plugin")
 	ctx = klog.NewContext(ctx, logger)
 	logger.Info("Starting", "version", version, "commit", gitCommit, "mode", f.mode, "node", f.nodeName)
+	logFlags(logger, fs)
 
 	switch f.mode {
 	case modeDRA:
@@ -155,6 +163,13 @@ func runPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	path, _ := f.configPath()
 	if _, _, err := discovery.LoadConfig(path); err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("not starting: %w", err)}
+	}
+	// Before the API client is made: client-go takes its metrics then.
+	if f.metricsAddr != "" {
+		f.metrics = metrics.New()
+		if _, err := f.metrics.Serve(ctx, f.metricsAddr); err != nil {
+			return &exitError{code: exitFailure, err: err}
+		}
 	}
 	if f.mode == modeDevicePlugin {
 		// A kubelet device plugin talks to the kubelet only.
@@ -212,6 +227,7 @@ func newWatcher(ctx context.Context, f pluginFlags) *discovery.Watcher {
 		discovery.WithWatchHostRoot(f.hostRoot),
 		discovery.WithRescanInterval(f.rescanInterval),
 		discovery.WithConfigLoader(discovery.FileConfigLoader(current)),
+		discovery.WithScanObserver(f.metrics.ObserveScan),
 	}
 	if last != "" {
 		opts = append(opts, discovery.WithConfigFile(last))
@@ -232,6 +248,8 @@ func runDRA(ctx context.Context, f pluginFlags, client kubernetes.Interface) err
 		driver.WithHealthAddress(f.healthAddr),
 		driver.WithStaleClaimInterval(f.staleInterval),
 		driver.WithReleaseWait(f.releaseWait),
+		driver.WithDeviceMetadata(f.deviceMetadata),
+		driver.WithMetrics(f.metrics),
 	)
 	if err != nil {
 		return err

@@ -198,7 +198,7 @@ func buildDeviceSet(g *discovery.Group, numa NUMAFunc, held map[*discovery.Devic
 				}
 				parents[parentOf(d)] = true
 			}
-			b.numa = unionNUMA(numas...)
+			b.numa = discovery.UnionNUMA(numas...)
 			if len(parents) == 1 {
 				for p := range parents {
 					b.parent = p
@@ -211,7 +211,7 @@ func buildDeviceSet(g *discovery.Group, numa NUMAFunc, held map[*discovery.Devic
 			n := nodeOf(d)
 			b := baseDevice{name: d.Name, cdi: cdiDeviceName(d.Name, n), nodes: []Node{n}, parent: parentOf(d)}
 			if numa != nil {
-				b.numa = unionNUMA(numa(d))
+				b.numa = discovery.UnionNUMA(numa(d))
 			}
 			bases = append(bases, b)
 		}
@@ -406,21 +406,4 @@ func parentOf(d *discovery.Device) string {
 		return b.KernelName
 	}
 	return ""
-}
-
-// unionNUMA merges NUMA node lists, sorted, without duplicates or unknown
-// (negative) entries.
-func unionNUMA(lists ...[]int64) []int64 {
-	seen := map[int64]bool{}
-	var out []int64
-	for _, l := range lists {
-		for _, n := range l {
-			if n >= 0 && !seen[n] {
-				seen[n] = true
-				out = append(out, n)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
 }

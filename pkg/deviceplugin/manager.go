@@ -22,6 +22,7 @@ import (
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/metrics"
 )
 
 // InventorySource is where inventories come from: discovery.Watcher.
@@ -92,6 +93,8 @@ type options struct {
 	// probe is discovery.CheckNotHeld under hostRoot; tests replace it
 	// when their inventories are made up.
 	probe func(d *discovery.Device) error
+	// metrics counts registrations, streams and Allocate calls (nil: none).
+	metrics *metrics.Metrics
 }
 
 // WithPluginDir sets the kubelet's device-plugin directory, where its
@@ -342,6 +345,7 @@ func (m *Manager) Run(ctx context.Context, src InventorySource) error {
 // new groups start, those of groups gone get an empty list and stop.
 func (m *Manager) apply(ctx context.Context, inv *discovery.Inventory) {
 	sets := BuildDeviceSets(inv, m.opts.numa)
+	m.opts.metrics.ObserveInventory(metrics.ModeDevicePlugin, inv, nil)
 	m.logHeldBack(sets)
 	if m.cdi != nil {
 		m.cdiSets = sets
@@ -376,6 +380,7 @@ func (m *Manager) apply(ctx context.Context, inv *discovery.Inventory) {
 			done:   make(chan struct{}),
 		}
 		p.probe = m.opts.probe
+		p.metrics = m.opts.metrics
 		m.plugins[s.Group] = p
 		go func() {
 			defer close(p.done)

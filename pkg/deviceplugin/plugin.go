@@ -21,6 +21,7 @@ import (
 	v1beta1 "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/metrics"
 )
 
 // PluginStatus is what one group's device plugin is doing.
@@ -77,6 +78,7 @@ type plugin struct {
 	registrar       Registrar
 	cdiName         func(device string) string      // nil: no CDI devices in answers
 	probe           func(d *discovery.Device) error // nil: no check at Allocate
+	metrics         *metrics.Metrics                // nil: none
 	timing          timing
 	logger          klog.Logger
 
@@ -220,6 +222,9 @@ func (p *plugin) step(ctx context.Context, k *keeper, now time.Time) time.Durati
 	if p.srv != nil {
 		if id, err := statID(p.socket); err != nil || id != p.sockID {
 			p.logger.Info("Plugin socket removed (kubelet restart?); serving on a new one", "socket", p.socket)
+			if k.registered {
+				p.metrics.Reconnect(p.group, metrics.CauseSocketRemoved)
+			}
 			p.stopServer()
 			k.registered = false
 			k.next = time.Time{}
@@ -230,6 +235,7 @@ func (p *plugin) step(ctx context.Context, k *keeper, now time.Time) time.Durati
 		switch {
 		case err != nil || id != k.kubeletID:
 			p.logger.Info("The kubelet's registration socket is new or gone (kubelet restart); registering again", "kubeletSocket", p.kubeletSocket)
+			p.metrics.Reconnect(p.group, metrics.CauseKubeletRestart)
 			k.registered = false
 			k.next = time.Time{}
 		case p.streams.Load() > 0:
@@ -241,6 +247,7 @@ func (p *plugin) step(ctx context.Context, k *keeper, now time.Time) time.Durati
 			// registration and keeps it open: without one it has
 			// dropped the plugin.
 			p.logger.Info("The kubelet has no ListAndWatch stream open; registering again", "since", k.quietSince)
+			p.metrics.Reconnect(p.group, metrics.CauseStreamLost)
 			k.registered = false
 			k.next = time.Time{}
 		}
@@ -254,6 +261,7 @@ func (p *plugin) step(ctx context.Context, k *keeper, now time.Time) time.Durati
 		k.quietSince = time.Time{}
 		k.failures, k.lastError = 0, ""
 		p.registrations.Add(1)
+		p.metrics.Registration(p.group, nil)
 		p.logger.Info("The kubelet is connected; registered", "socket", p.socket)
 	}
 	if !k.registered && !now.Before(k.next) {
@@ -294,6 +302,7 @@ func (p *plugin) attempt(ctx context.Context, k *keeper) error {
 		ResourceName: p.resource,
 		Options:      &v1beta1.DevicePluginOptions{GetPreferredAllocationAvailable: true},
 	})
+	p.metrics.Registration(p.group, err)
 	if err != nil {
 		return err
 	}
@@ -415,6 +424,7 @@ func (e *endpoint) ListAndWatch(_ *v1beta1.Empty, stream grpc.ServerStreamingSer
 		if err := stream.Send(set.ListAndWatchResponse()); err != nil {
 			return err
 		}
+		p.metrics.ListAndWatchUpdate(p.group)
 		p.logger.V(4).Info("Sent devices", "ids", len(set.Units))
 		select {
 		case <-ctx.Done():
@@ -443,8 +453,10 @@ func (e *endpoint) GetPreferredAllocation(_ context.Context, req *v1beta1.Prefer
 
 // Allocate implements v1beta1.DevicePluginServer: exactly the requested
 // IDs, each known to the current set, else an error naming the unknown.
-func (e *endpoint) Allocate(_ context.Context, req *v1beta1.AllocateRequest) (*v1beta1.AllocateResponse, error) {
+func (e *endpoint) Allocate(_ context.Context, req *v1beta1.AllocateRequest) (_ *v1beta1.AllocateResponse, err error) {
 	p := e.p
+	start := time.Now()
+	defer func() { p.metrics.Allocate(p.group, allocateResult(err), time.Since(start)) }()
 	set, _ := p.current()
 	resp := &v1beta1.AllocateResponse{ContainerResponses: make([]*v1beta1.ContainerAllocateResponse, 0, len(req.GetContainerRequests()))}
 	for _, cr := range req.GetContainerRequests() {

@@ -101,6 +101,7 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 			Bundle:      g.Bundle,
 			Devices:     []Device{},
 		}
+		inv.Groups[i].UnhealthyTaintEffect = g.UnhealthyTaintEffect
 		if g.Bundle {
 			inv.Groups[i].BundleName = g.Name
 			reserved = append(reserved, g.Name)
@@ -207,6 +208,7 @@ func discover(ctx context.Context, cfg *v1alpha1.DiscoveryConfig, s settings) (*
 		}
 		published += len(devs)
 	}
+	fillTopology(s.root, inv)
 	sort.Slice(inv.Excluded, func(i, j int) bool { return inv.Excluded[i].Path < inv.Excluded[j].Path })
 
 	logger.V(2).Info("Discovered devices", "root", s.root, "published", published,

@@ -107,6 +107,10 @@ func checkInvariants(t *testing.T, cfg *v1alpha1.DiscoveryConfig, inv *Inventory
 		if e.Reason == "" {
 			t.Errorf("%s excluded without reason", e.Path)
 		}
+		// The metric of left-out devices labels them by class.
+		if ReasonClass(e.Reason) == "other" {
+			t.Errorf("%s: reason %q has no class in reasonclass.go", e.Path, e.Reason)
+		}
 		if _, dup := seenPath[e.Path]; dup {
 			t.Errorf("path %s listed twice", e.Path)
 		}

@@ -52,6 +52,7 @@ type settings struct {
 	configPath string
 	loader     ConfigLoader
 	noUevents  bool
+	observe    ScanObserver
 }
 
 const (
@@ -246,3 +247,17 @@ func statNode(path string) (fs.FileMode, uint32, uint32, error) {
 
 func isBlockMode(m fs.FileMode) bool { return m&fs.ModeDevice != 0 && m&fs.ModeCharDevice == 0 }
 func isCharMode(m fs.FileMode) bool  { return m&fs.ModeDevice != 0 && m&fs.ModeCharDevice != 0 }
+
+// ScanTriggers are the triggers a ScanObserver is told: the first scan,
+// events (uevents, file changes), a settle time that ended, the rescan
+// interval.
+var ScanTriggers = []string{"initial", "event", "settle", "interval"}
+
+// ScanObserver is told about every scan of a Watcher: what triggered it
+// (initial, event, settle, interval), how long it took and its error.
+type ScanObserver func(trigger string, took time.Duration, err error)
+
+// WithScanObserver has the Watcher report every scan to f (metrics).
+func WithScanObserver(f ScanObserver) WatcherOption {
+	return func(s *settings) { s.observe = f }
+}

@@ -30,6 +30,10 @@ type Device struct {
 	// InUseAllowed: one of the node's paths is listed in allowInUse, so no
 	// in-use rule keeps it back, including CheckNotHeld at hand-out.
 	InUseAllowed bool `json:"inUseAllowed,omitempty"`
+	// NUMANodes and PCIeRoot say where the device's hardware sits (see
+	// NUMANodes, PCIeRoot); empty when unknown.
+	NUMANodes []int64 `json:"numaNodes,omitempty"`
+	PCIeRoot  string  `json:"pcieRoot,omitempty"`
 }
 
 // BlockKind classifies a block device.
@@ -89,6 +93,10 @@ type Group struct {
 	BundleName string `json:"bundleName,omitempty"`
 	// Devices are sorted by Path.
 	Devices []Device `json:"devices"`
+	// UnhealthyTaintEffect is the group's configured effect for devices
+	// that a claim holds and that are gone or cannot be prepared; empty
+	// means NoSchedule.
+	UnhealthyTaintEffect v1alpha1.TaintEffect `json:"unhealthyTaintEffect,omitempty"`
 }
 
 // Exclusion is a device node that was left out, and why.

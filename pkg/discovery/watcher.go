@@ -107,7 +107,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		defer files.close()
 	}
 
-	last, err := w.scan(ctx)
+	last, err := w.scan(ctx, "initial")
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -163,7 +163,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		fsEvents, fsErrors = files.w.Events, files.w.Errors
 	}
 	for {
-		var why string
+		var why, kind string
 		select {
 		case <-ctx.Done():
 			return nil
@@ -190,14 +190,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 			continue
 		case <-debounceC:
 			debounceC, debounce = nil, nil
-			why = "events"
+			why, kind = "events", "event"
 		case <-settleC:
 			settle, settleC = nil, nil
-			why = "settle time over"
+			why, kind = "settle time over", "settle"
 		case <-ticker.C:
-			why = "rescan interval"
+			why, kind = "rescan interval", "interval"
 		}
-		inv, err := w.scan(ctx)
+		inv, err := w.scan(ctx, kind)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -217,8 +217,21 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// scan loads the configuration and discovers.
-func (w *Watcher) scan(ctx context.Context) (*Inventory, error) {
+// scan loads the configuration and discovers, and tells the observer.
+func (w *Watcher) scan(ctx context.Context, trigger string) (*Inventory, error) {
+	start := time.Now() // the duration in real time, whatever clock settles run on
+	inv, err := w.load(ctx)
+	if err == nil {
+		inv, err = discover(ctx, w.cfg, w.s)
+	}
+	if w.s.observe != nil {
+		w.s.observe(trigger, time.Since(start), err)
+	}
+	return inv, err
+}
+
+// load loads the configuration into w.cfg; an error means there is none.
+func (w *Watcher) load(ctx context.Context) (*Inventory, error) {
 	if w.s.loader != nil {
 		cfg, warns, err := w.s.loader()
 		switch {
@@ -245,7 +258,7 @@ func (w *Watcher) scan(ctx context.Context) (*Inventory, error) {
 			w.logConfigWarnings(ctx, warns)
 		}
 	}
-	return discover(ctx, w.cfg, w.s)
+	return nil, nil
 }
 
 // publish hands inv to the reader, replacing an inventory not yet read.

@@ -8,6 +8,7 @@ import (
 
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/dynamic-resource-allocation/deviceattribute"
 
 	"github.com/power-dev-plugin/power-dev-plugin/api/v1alpha1"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
@@ -48,6 +49,11 @@ const (
 	// AttrNodes is how many device nodes that device carries.
 	AttrBundle resourceapi.QualifiedName = "bundle"
 	AttrNodes  resourceapi.QualifiedName = "nodes"
+
+	// AttrNUMANode and AttrPCIeRoot are the standard topology attributes
+	// (resource.kubernetes.io/...), published only where known.
+	AttrNUMANode = deviceattribute.StandardDeviceAttributeNUMANode
+	AttrPCIeRoot = deviceattribute.StandardDeviceAttributePCIeRoot
 
 	// CapSize is the size of a block device in bytes (for a bundle: the sum).
 	CapSize resourceapi.QualifiedName = "size"
@@ -101,7 +107,7 @@ func DeviceAttributes(d *discovery.Device) map[resourceapi.QualifiedName]resourc
 	if d.Block != nil {
 		b = *d.Block
 	}
-	return map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
+	a := map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
 		AttrGroup:      strAttr(d.Group),
 		AttrPath:       strAttr(d.Path),
 		AttrType:       strAttr(string(d.Type)),
@@ -122,6 +128,23 @@ func DeviceAttributes(d *discovery.Device) map[resourceapi.QualifiedName]resourc
 		AttrReadOnly:   boolAttr(b.ReadOnly),
 		AttrBundle:     boolAttr(false),
 		AttrNodes:      intAttr(1),
+	}
+	addTopology(a, d)
+	return a
+}
+
+// addTopology adds the standard topology attributes where they are known,
+// and only there, as the standard asks: a made-up value would match other
+// devices under matchAttribute. A selector reads them with CEL's optional
+// syntax, device.attributes["resource.kubernetes.io"].?pcieRoot.orValue(""),
+// since a plain read fails on a device without one. A device on several
+// NUMA nodes (a device-mapper device over disks of both) has no one node.
+func addTopology(a map[resourceapi.QualifiedName]resourceapi.DeviceAttribute, d *discovery.Device) {
+	if len(d.NUMANodes) == 1 {
+		a[AttrNUMANode] = intAttr(d.NUMANodes[0])
+	}
+	if d.PCIeRoot != "" {
+		a[AttrPCIeRoot] = strAttr(d.PCIeRoot)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -16,12 +15,12 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
-	"k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/metrics"
 )
 
 // InventorySource is where inventories come from: discovery.Watcher.
@@ -44,6 +43,7 @@ type options struct {
 	rollingUID    types.UID
 	healthAddress string
 	helperOpts    []kubeletplugin.Option
+	metrics       *metrics.Metrics
 
 	// Stale claims and device reuse (gc.go, wait.go).
 	claims        ClaimReader
@@ -52,6 +52,9 @@ type options struct {
 	releaseWait   time.Duration
 	// Health checks (health.go); tests shorten them.
 	lockLimit, healthTimeout time.Duration
+	// Claim status writes and the metadata file (claimstatus.go, devicemetadata.go).
+	statusBase, statusMax time.Duration
+	noMetadata            bool
 }
 
 func WithKubeClient(c kubernetes.Interface) Option { return func(o *options) { o.client = c } }
@@ -92,6 +95,7 @@ type Driver struct {
 	health    healthState
 	waiter    *releaseWaiter
 	collector *staleCollector
+	status    *claimStatusWriter
 
 	// withheld is what the last publication left out (path -> reason),
 	// so that a change is logged once.
@@ -99,6 +103,10 @@ type Driver struct {
 	// countersDropped is set once the API server was seen dropping the
 	// overlap counters.
 	countersDropped atomic.Bool
+	// taints of held devices (driver_taints.go).
+	taints        taintState
+	taintPoke     chan struct{}
+	taintsDropped atomic.Bool
 }
 
 var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
@@ -108,7 +116,7 @@ var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
 // prepared claims restored (State.Restore), once Run receives the first
 // inventory.
 func Start(ctx context.Context, opts ...Option) (*Driver, error) {
-	d := &Driver{invSignal: make(chan struct{}), fatal: make(chan error, 1)}
+	d := &Driver{invSignal: make(chan struct{}), fatal: make(chan error, 1), taintPoke: make(chan struct{}, 1)}
 	d.opts.clock = clock.RealClock{}
 	d.opts.staleInterval = DefaultStaleClaimInterval
 	d.opts.releaseWait = DefaultReleaseWait
@@ -138,6 +146,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 		WithStateCDIDir(d.opts.cdiDir),
 		WithStateDataDir(d.opts.dataDir),
 		WithStateHostRoot(d.opts.hostRoot),
+		withStateMetrics(d.opts.metrics),
 		WithStateInventory(d.inventory),
 	)
 	if err != nil {
@@ -157,6 +166,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 		d.collector = newStaleCollector(state, d.opts.claims, d.opts.nodeName, d.opts.clock, d.opts.staleInterval)
 	}
 
+	d.status = newClaimStatusWriter(d.opts.client, state.preparedClaim, d.inventory, d.opts.statusBase, d.opts.statusMax)
 	regSocket, regOpt := registrationSocket(&d.opts)
 	d.health.regSocket, d.health.lockLimit, d.health.timeout = regSocket, d.opts.lockLimit, d.opts.healthTimeout
 	hopts := []kubeletplugin.Option{
@@ -184,6 +194,7 @@ func Start(ctx context.Context, opts ...Option) (*Driver, error) {
 	if d.opts.rollingUID != "" {
 		hopts = append(hopts, kubeletplugin.RollingUpdate(d.opts.rollingUID))
 	}
+	hopts = append(hopts, d.metadataOptions()...)
 	hopts = append(hopts, d.opts.helperOpts...)
 	helper, err := kubeletplugin.Start(ctx, d, hopts...)
 	if err != nil {
@@ -223,6 +234,7 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 
 	srcErr := make(chan error, 1)
 	wg.Add(2)
+	wg.Go(func() { d.runClaimStatus(ctx) })
 	go func() {
 		defer wg.Done()
 		srcErr <- src.Run(ctx)
@@ -233,8 +245,14 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 	}()
 
 	updates := src.Updates()
+	taintTicker := newTaintTicker()
+	defer taintTicker.Stop()
 	for {
 		select {
+		case <-d.taintPoke:
+			d.checkTaints(ctx)
+		case <-taintTicker.C:
+			d.checkTaints(ctx)
 		case <-ctx.Done():
 			cause := context.Cause(ctx)
 			if errors.Is(cause, context.Canceled) {
@@ -271,7 +289,7 @@ func (d *Driver) Run(ctx context.Context, src InventorySource) error {
 // rules and hands them to the helper, which syncs them with the API server.
 func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 	logger := klog.FromContext(ctx)
-	res, withheld, err := BuildResourcesWithheld(d.opts.nodeName, inv)
+	res, withheld, err := d.buildForPublish(inv)
 	if err == nil {
 		err = ValidateResources(res)
 	}
@@ -283,15 +301,18 @@ func (d *Driver) publish(ctx context.Context, inv *discovery.Inventory) error {
 		}
 	}
 	d.health.set(func(h *healthState) { h.publishErr = err })
+	d.opts.metrics.SlicePublication(err)
 	if err != nil {
 		return err
 	}
+	d.opts.metrics.ObserveInventory(metrics.ModeDRA, inv, withheld)
 	n := 0
 	for _, p := range res.Pools {
 		for _, s := range p.Slices {
 			n += len(s.Devices)
 		}
 	}
+	d.recordPublished(res)
 	logger.Info("Published devices", "devices", n, "excluded", len(inv.Excluded))
 	d.published.Store(true)
 	return nil
@@ -345,29 +366,30 @@ func (d *Driver) PrepareResourceClaims(ctx context.Context, claims []*resourceap
 	if d.inventory() == nil {
 		return nil, errors.New("devices not discovered yet; the kubelet will retry")
 	}
-	return d.waiter.prepare(ctx, claims), nil
+	defer d.pokeTaints()
+	start := time.Now()
+	res := d.waiter.prepare(ctx, claims)
+	d.observePrepare(start, res)
+	return d.tellPrepared(claims, res), nil
 }
 
 // UnprepareResourceClaims implements kubeletplugin.DRAPlugin.
 func (d *Driver) UnprepareResourceClaims(ctx context.Context, claims []kubeletplugin.NamespacedObject) (map[types.UID]error, error) {
-	return d.state.Unprepare(ctx, claims), nil
+	defer d.pokeTaints()
+	start := time.Now()
+	res := d.state.Unprepare(ctx, claims)
+	d.observeUnprepare(start, res)
+	return res, nil
 }
 
 // HandleError implements kubeletplugin.DRAPlugin: background errors (mostly
 // from publishing slices) are logged; a fatal one stops the plugin so that
 // the pod restarts and says why.
 func (d *Driver) HandleError(ctx context.Context, err error, msg string) {
-	var dropped *resourceslice.DroppedFieldsError
-	if errors.As(err, &dropped) && slices.Contains(dropped.DisabledFeatures(), "DRAPartitionableDevices") {
-		// Expected on 1.34 and 1.35: say once what it means, instead of
-		// an error for every slice on every update.
-		if !d.countersDropped.Swap(true) {
-			klog.FromContext(ctx).Info("The API server dropped the counters that tell the scheduler which devices share blocks (feature gate DRAPartitionableDevices is off, the default before Kubernetes 1.36): the scheduler may now allocate a disk and one of its partitions to two claims, and Prepare refuses the second one, whose pod then waits until the first claim is freed. Turn the feature gate on in the API server and the scheduler, then restart this plugin's pods to publish the counters again.")
-		}
-		if len(dropped.DisabledFeatures()) == 1 {
-			return
-		}
+	if d.expectedDrop(ctx, err) {
+		return
 	}
+	d.opts.metrics.BackgroundError()
 	utilruntime.HandleErrorWithContext(ctx, err, msg)
 	if !errors.Is(err, kubeletplugin.ErrRecoverable) {
 		select {

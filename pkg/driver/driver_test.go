@@ -205,7 +205,8 @@ func TestDriverPrepareOverGRPC(t *testing.T) {
 		t.Fatalf("NodePrepareResources: %v", err)
 	}
 	g := resp.Claims[string(good.UID)]
-	if g == nil || g.Error != "" || len(g.Devices) != 1 || len(g.Devices[0].CdiDeviceIds) != 1 {
+	// The second CDI device mounts the device metadata file (devicemetadata_test.go).
+	if g == nil || g.Error != "" || len(g.Devices) != 1 || len(g.Devices[0].CdiDeviceIds) != 2 {
 		t.Fatalf("good claim: %+v", g)
 	}
 	if d := g.Devices[0]; d.PoolName != "node-1" || d.DeviceName != "null" || d.RequestNames[0] != "dev" {

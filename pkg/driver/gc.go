@@ -165,6 +165,7 @@ func (c *staleCollector) collect(ctx context.Context) (pending bool) {
 		delete(c.suspects, pc.UID)
 		removed, err := c.state.unprepareStale(ctx, pc)
 		if removed {
+			c.state.metrics.StaleClaimCollected()
 			logger.Info("Unprepared a stale claim: its devices are free again", "claim", ref, "claimUID", pc.UID,
 				"reason", cand.reason, "devices", claimDeviceNames(pc))
 		}

@@ -68,6 +68,7 @@ func (ss *session) undoPrepare(ctx context.Context, claim *resourceapi.ResourceC
 		return fmt.Errorf("prepare claim %s: %w; removing its CDI spec failed too (%v): the plugin removes it when it next restores claims or starts; the kubelet retries", ref, err, rmErr)
 	}
 	logger.Info("Removed the CDI spec of a claim whose Prepare failed")
+	s.dropDeviceMetadata(ctx, claim.Namespace, claim.Name, claim.UID)
 	return fmt.Errorf("prepare claim %s: %w. Nothing of the claim was kept (its CDI spec %s was removed); the kubelet retries", ref, err, path)
 }
 
@@ -120,6 +121,7 @@ func (ss *session) unprepare(ctx context.Context, claims []kubeletplugin.Namespa
 		switch {
 		case err == nil:
 			s.clearProblem(c.UID)
+			s.dropDeviceMetadata(ctx, c.Namespace, c.Name, c.UID)
 			if pc != nil {
 				ss.logger.Info("Unprepared claim", "claim", c.NamespacedName, "claimUID", c.UID)
 			} else {

@@ -139,6 +139,10 @@ func BuildResources(nodeName string, inv *discovery.Inventory) (resourceslice.Dr
 // did not publish, with the reason: devices whose overlaps exceed the API's
 // counter limits. Sorted by path.
 func BuildResourcesWithheld(nodeName string, inv *discovery.Inventory) (resourceslice.DriverResources, []discovery.Exclusion, error) {
+	return buildResources(nodeName, inv, nil)
+}
+
+func buildResources(nodeName string, inv *discovery.Inventory, held *HeldDevices) (resourceslice.DriverResources, []discovery.Exclusion, error) {
 	if nodeName == "" {
 		return resourceslice.DriverResources{}, nil, errors.New("build resources: node name is empty")
 	}
@@ -224,6 +228,11 @@ func BuildResourcesWithheld(nodeName string, inv *discovery.Inventory) (resource
 		return resourceslice.DriverResources{}, nil, fmt.Errorf("build resources for node %q: %w", nodeName, errors.Join(errs...))
 	}
 
+	known := make(map[string]bool, len(owner))
+	for name := range owner {
+		known[name] = true
+	}
+	devices = held.applyTaints(inv, devices, known)
 	sl := splitIntoSlices(devices)
 	sl = append(sl, plan.counterSlices()...)
 	if len(sl) > MaxSlicesPerPool {

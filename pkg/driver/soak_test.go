@@ -262,7 +262,7 @@ func soakBatch(t *testing.T, ctx context.Context, e *driverEnv, alloc *allocEnv,
 	for _, c := range claims {
 		r := prepared[string(c.UID)]
 		want := c.Status.Allocation.Devices.Results[0].Device
-		if r == nil || r.Error != "" || len(r.Devices) != 1 || r.Devices[0].DeviceName != want || len(r.Devices[0].CdiDeviceIds) != 1 {
+		if r == nil || r.Error != "" || len(r.Devices) != 1 || r.Devices[0].DeviceName != want || len(r.Devices[0].CdiDeviceIds) != 2 {
 			t.Fatalf("batch %d: prepare %s (device %s): %v", b, c.Name, want, r)
 		}
 		if _, err := os.Stat(filepath.Join(e.cdiDir, CDISpecName(c.UID))); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/atomicfile"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/discovery"
 	"github.com/power-dev-plugin/power-dev-plugin/pkg/health"
+	"github.com/power-dev-plugin/power-dev-plugin/pkg/metrics"
 )
 
 // State prepares and unprepares claims on this node: it plans each claim
@@ -115,6 +116,10 @@ type State struct {
 	// inject, when set by tests, is called at the same points; the error
 	// it returns fails the step there, as a failed write or removal would.
 	inject func(point string) error
+
+	// metrics counts checkpoint writes and recoveries and the claims
+	// prepared (nil: none).
+	metrics *metrics.Metrics
 }
 
 // DefaultCDIDir is where the container runtime looks for transient CDI specs.
@@ -136,6 +141,7 @@ type stateConfig struct {
 	inventory func() *discovery.Inventory
 	now       func() time.Time
 	boot      *bootInfo
+	metrics   *metrics.Metrics
 }
 
 // WithStateNodeName sets the node name, which is also the pool name of the
@@ -213,6 +219,7 @@ func NewState(opts ...StateOption) (*State, error) {
 		inventory:      cfg.inventory,
 		now:            cfg.now,
 		probe:          func(d *discovery.Device) error { return discovery.CheckNotHeld(cfg.hostRoot, d) },
+		metrics:        cfg.metrics,
 		cdi:            w,
 		checkpointPath: filepath.Join(dataDir, CheckpointFileName),
 		lockPath:       filepath.Join(dataDir, lockFileName),
@@ -354,6 +361,7 @@ func (ss *session) save() error {
 // would leave the caller's view and the file apart.
 func (s *State) writeCheckpoint(logger klog.Logger, data []byte) error {
 	err := writeCheckpointData(s.checkpointPath, data, s.hit)
+	s.metrics.CheckpointWrite(err)
 	var nd *atomicfile.NotDurableError
 	if errors.As(err, &nd) {
 		logger.Error(err, "The checkpoint may not survive a power loss of the node")
@@ -447,6 +455,7 @@ func (s *State) rebuildFromSpecs(ctx context.Context, files []specFile) (*Checkp
 		return nil, nil, fmt.Errorf("writing the rebuilt checkpoint failed: %w", err)
 	}
 	logger.Info("Rebuilt the checkpoint from the CDI spec files", "claims", len(cp.Claims), "path", s.checkpointPath)
+	s.metrics.CheckpointRecovered()
 	return cp, data, nil
 }
 
@@ -476,6 +485,7 @@ func (s *State) setSnapshot(cp *Checkpoint) {
 	}
 	s.snapMu.Lock()
 	s.snap = m
+	s.metrics.SetClaimsPrepared(len(m)) // under snapMu: in the order of the snapshots
 	close(s.snapSignal)
 	s.snapSignal = make(chan struct{})
 	s.snapMu.Unlock()

@@ -203,6 +203,11 @@ func (v *validator) device(at string, index int, d *resourceapi.Device, perDevic
 	if n := len(d.Taints); n > resourceapi.DeviceTaintsMaxLength {
 		report("taints: %d taints, more than the %d allowed", n, resourceapi.DeviceTaintsMaxLength)
 	}
+	for i, t := range d.Taints {
+		for _, msg := range taintProblems(t) {
+			report("taints[%d].%s", i, msg)
+		}
+	}
 	if !perDeviceNodeSelection && (d.NodeName != nil || d.NodeSelector != nil || d.AllNodes != nil) {
 		report("nodeName, nodeSelector, allNodes: may only be set with perDeviceNodeSelection")
 	}

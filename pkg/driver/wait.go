@@ -81,6 +81,14 @@ type holderVerdict struct {
 // use, fail at once with Prepare's message.
 func (w *releaseWaiter) prepare(ctx context.Context, claims []*resourceapi.ResourceClaim) map[types.UID]kubeletplugin.PrepareResult {
 	res := w.state.Prepare(ctx, claims)
+	for _, c := range claims {
+		if c == nil {
+			continue
+		}
+		if _, held := holdersOf(res[c.UID].Err); held {
+			w.state.metrics.ExclusivityConflict()
+		}
+	}
 	if w.bound <= 0 {
 		return res
 	}
@@ -135,6 +143,7 @@ func (w *releaseWaiter) prepare(ctx context.Context, claims []*resourceapi.Resou
 				r := res[c.UID]
 				r.Err = w.gaveUp(r.Err, waited[c.UID], verdicts, w.clock.Since(start))
 				res[c.UID] = r
+				w.state.metrics.ExclusivityWait(false)
 			}
 			return res
 		}
@@ -147,6 +156,9 @@ func (w *releaseWaiter) prepare(ctx context.Context, claims []*resourceapi.Resou
 		}
 	}
 	for _, c := range claims {
+		if c != nil && waited[c.UID] != nil {
+			w.state.metrics.ExclusivityWait(res[c.UID].Err == nil)
+		}
 		if c != nil && waited[c.UID] != nil && res[c.UID].Err == nil {
 			logger.Info("Prepared a claim after its device was released", "claim", klog.KObj(c), "claimUID", c.UID,
 				"waited", w.clock.Since(start).Round(time.Millisecond))
