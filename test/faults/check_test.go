@@ -19,9 +19,51 @@ import (
 
 // What the plugin's directories may hold besides the spec files of prepared claims.
 var (
-	dataAllowed = map[string]bool{driver.CheckpointFileName: true, "state.lock": true, "dra.sock": true, fillerName: true}
-	regAllowed  = map[string]bool{driverName + "-reg.sock": true}
+	dataAllowed = map[string]bool{driver.CheckpointFileName: true, "state.lock": true, "dra.sock": true, fillerName: true,
+		metadataDir: true}
+	regAllowed = map[string]bool{driverName + "-reg.sock": true}
 )
+
+// The kubeletplugin helper's device metadata (--device-metadata, on by default): per claim and request a file
+// <data>/dra-device-metadata/<namespace>_<name>/<request>/metadata.json, and a CDI spec
+// <cdi>/power-dev-plugin.io_metadata_<claim UID>_<request>.json that mounts it.
+const metadataDir = "dra-device-metadata"
+
+var metadataSpecPrefix = driverName + "_metadata_"
+
+// metadataFiles lists the metadata tree: claim directory (<namespace>_<name>) -> its files, and anything that
+// is not a metadata.json in its place.
+func metadataFiles(root string) (byClaim map[string][]string, stray []string) {
+	byClaim = map[string][]string{}
+	claims, _ := os.ReadDir(root)
+	for _, cd := range claims {
+		p := filepath.Join(root, cd.Name())
+		if !cd.IsDir() {
+			stray = append(stray, p)
+			continue
+		}
+		reqs, _ := os.ReadDir(p)
+		if len(reqs) == 0 {
+			stray = append(stray, p+"/")
+		}
+		for _, rd := range reqs {
+			rp := filepath.Join(p, rd.Name())
+			files, _ := os.ReadDir(rp)
+			if !rd.IsDir() || len(files) == 0 {
+				stray = append(stray, rp)
+				continue
+			}
+			for _, f := range files {
+				if f.Name() == "metadata.json" {
+					byClaim[cd.Name()] = append(byClaim[cd.Name()], filepath.Join(rp, f.Name()))
+				} else {
+					stray = append(stray, filepath.Join(rp, f.Name()))
+				}
+			}
+		}
+	}
+	return byClaim, stray
+}
 
 // specNodes is what a CDI spec file of the driver gives a container: "b 7:230 /dev/loop230" per node.
 func specNodes(path string) ([]string, error) {
@@ -88,12 +130,17 @@ func (s *suite) check(where string, started bool) {
 		inCP[uid] = true
 	}
 	specs := map[types.UID][]string{}
+	metaSpecs := map[types.UID]bool{}
 	entries, err := os.ReadDir(s.cdi)
 	if err != nil {
 		s.count(kError, "", "%s: list %s: %v", where, s.cdi, err)
 	}
 	for _, e := range entries {
 		if e.Name() == fillerName || s.foreign[e.Name()] {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(e.Name(), metadataSpecPrefix); ok && strings.HasSuffix(rest, "_dev.json") {
+			metaSpecs[types.UID(strings.TrimSuffix(rest, "_dev.json"))] = true
 			continue
 		}
 		uid, ok := strings.CutPrefix(e.Name(), strings.TrimSuffix(driver.CDISpecName(""), ".json"))
@@ -125,6 +172,11 @@ func (s *suite) check(where string, started bool) {
 		}
 	}
 
+	metaByName, stray := metadataFiles(filepath.Join(s.data, metadataDir))
+	for _, p := range stray {
+		s.count(kLeaked, "file "+p, "%s: %s left in the device metadata directory (%s)", where, strings.TrimPrefix(p, s.data+"/"), describeFile(p))
+	}
+
 	s.mu.Lock()
 	claims := make([]*claim, 0, len(s.claims))
 	for _, c := range s.claims {
@@ -133,8 +185,31 @@ func (s *suite) check(where string, started bool) {
 	s.mu.Unlock()
 	known := map[types.UID]*claim{}
 	holders := map[string][]string{} // exclusive node -> claims whose spec gives it
+	inUse := map[string]bool{}       // <namespace>_<name> of claims that are or may be prepared
+	byUID := map[types.UID]*claim{}
+	for _, c := range claims {
+		byUID[c.uid] = c
+		if c.state != stNone {
+			inUse[nsName+"_"+c.name] = true
+		}
+	}
+	for dir := range metaByName {
+		if !inUse[dir] {
+			s.count(kLeaked, "meta "+dir, "%s: the device metadata of claim %s, which is not prepared, is left (%s)", where, dir,
+				filepath.Join(s.data, metadataDir, dir))
+		}
+	}
+	for uid := range metaSpecs {
+		if c := byUID[uid]; c == nil || c.state == stNone {
+			s.count(kLeaked, "metaspec "+string(uid), "%s: the metadata CDI spec of claim UID %s, which is not prepared, is left", where, uid)
+		}
+	}
 	for _, c := range claims {
 		known[c.uid] = c
+		if c.state == stPrepared && c.metadata && (!metaSpecs[c.uid] || len(metaByName[nsName+"_"+c.name]) == 0) {
+			s.count(kLost, "metalost "+string(c.uid), "%s: claim %s was answered with its metadata file, but metadata CDI spec: %v, file: %v (its containers cannot start without them)",
+				where, c.name, metaSpecs[c.uid], len(metaByName[nsName+"_"+c.name]) > 0)
+		}
 		nodes, hasSpec := specs[c.uid]
 		switch c.state {
 		case stPrepared:

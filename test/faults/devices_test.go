@@ -146,6 +146,8 @@ func countPrepared(set []*claim) int {
 //   - in the kubelet's usual order (unprepare, delete, create, prepare);
 //   - created before the kubelet unprepared the old one: the new one's Prepare waits (the old claim was replaced,
 //     so it is being released) and succeeds once the kubelet's Unprepare of the old one comes, 2 s later;
+//   - the same on shared devices, where nothing waits: the new claim is prepared first, then the old one is
+//     unprepared, and the new one must keep its files (its device metadata file among them);
 //   - a Prepare that still names the old UID is refused (the helper sees the claim was replaced) and leaves
 //     nothing.
 func (s *suite) claimReplaced() {
@@ -178,6 +180,22 @@ func (s *suite) claimReplaced() {
 		fmt.Printf("faults:   the new claim was prepared %s after its Prepare began (the old one was unprepared after 2 s)\n", time.Since(t0).Round(time.Millisecond))
 	}
 	s.verify("claim recreated before the old one was unprepared")
+
+	s.runs(1)
+	s.mustUnprepare([]*claim{c3}, "before the next case")
+	s.deleteClaims([]*claim{c3})
+	s.waitGone(name)
+	// The name again, on a shared device each: nothing to wait for, so the new claim is prepared while the old one
+	// still is, and the old one's Unprepare comes after. The device metadata files are kept per claim name.
+	d4 := s.newClaimNamed(name, s.devs[6])
+	s.mustPrepare([]*claim{d4}, "a claim on a shared device")
+	s.deleteClaims([]*claim{d4})
+	s.waitGone(name)
+	d5 := s.newClaimNamed(name, s.devs[7])
+	s.mustPrepare([]*claim{d5}, "the claim created again, the old one still prepared")
+	s.mustUnprepare([]*claim{d4}, "the kubelet unprepares the replaced claim")
+	s.verify("claim recreated and prepared before the old one was unprepared")
+	s.mustUnprepare([]*claim{d5}, "the new claim ends")
 
 	s.runs(1)
 	r = s.prepare([]*claim{c2})

@@ -220,6 +220,14 @@ func (s *suite) prepare(claims []*claim) result {
 		if c.share != nil {
 			want += " share=" + string(*c.share)
 		}
+		// The helper adds the CDI device of the claim's metadata file (--device-metadata) when it wrote it;
+		// when it could not, the answer goes without it. The containers then need (or do not need) that file.
+		c.metadata = strings.Contains(a.devices, " "+metadataCDIID(c)+"]")
+		s.answers++
+		if c.metadata {
+			s.metaAnswers++
+		}
+		a.devices = strings.Replace(a.devices, " "+metadataCDIID(c)+"]", "]", 1)
 		if a.devices != want {
 			s.countLocked(kChanged, "answer "+string(c.uid), "claim %s: Prepare answered %q, the allocation says %q", c.name, a.devices, want)
 		} else if c.answer != "" && c.answer != a.devices {
@@ -264,6 +272,9 @@ func (s *suite) unprepare(claims []*claim) result {
 	}
 	return r
 }
+
+// metadataCDIID is the CDI device of c's metadata file (the kubeletplugin helper's name for it).
+func metadataCDIID(c *claim) string { return driverName + "/metadata=" + string(c.uid) + "_dev" }
 
 // countLocked is count with s.mu held.
 func (s *suite) countLocked(kind, key, format string, args ...any) {

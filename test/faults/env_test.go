@@ -77,7 +77,10 @@ type claim struct {
 	dev    *loopDev
 	share  *types.UID
 	state  claimState
-	answer string // the first successful answer to Prepare, to compare later ones with
+	answer string // the first successful answer to Prepare (without the metadata CDI device), to compare with
+	// metadata: the last answer named the CDI device of the claim's metadata file, so its containers need the
+	// file and its CDI spec while the claim is prepared.
+	metadata bool
 }
 
 type suite struct {
@@ -100,6 +103,8 @@ type suite struct {
 	faults []*fault
 	claims map[types.UID]*claim
 	seq    int
+	// answers counts the successful Prepare answers, metaAnswers those that named a metadata file.
+	answers, metaAnswers int
 	// foreign are other writers' files the suite put into the CDI directory: not leaks, never to be touched.
 	foreign map[string]bool
 

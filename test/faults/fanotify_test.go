@@ -22,35 +22,37 @@ type openKill struct {
 	f       *os.File
 	pattern string
 	nth     int
+	onlyNew bool
 	old     map[string]bool
 	seen    atomic.Int32
 	fired   chan string
 	done    chan struct{}
 }
 
-// killOnOpen arms an openKill on dir (not recursive). Opens by the suite's own process are let through. With
-// onlyNew, only files created after it was armed count (a write's new temporary file, whatever the writer names
-// it; not a stray one the plugin looks at).
+// killOnOpen arms an openKill on the file system mounted at dir (the suite's tmpfs mounts), so that files in
+// subdirectories count too. Opens by the suite's own process are let through. With onlyNew, only files created
+// after it was armed count (a write's new temporary file, whatever the writer names it; not a stray one the
+// plugin looks at).
 func killOnOpen(dir, pattern string, nth int, onlyNew bool) (*openKill, error) {
 	old := map[string]bool{}
 	if onlyNew {
-		entries, err := os.ReadDir(dir)
+		err := filepath.WalkDir(dir, func(p string, _ os.DirEntry, err error) error {
+			old[p] = true
+			return err
+		})
 		if err != nil {
 			return nil, err
-		}
-		for _, e := range entries {
-			old[e.Name()] = true
 		}
 	}
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("fanotify_init: %w", err)
 	}
-	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_OPEN_PERM|unix.FAN_EVENT_ON_CHILD, unix.AT_FDCWD, dir); err != nil {
+	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD|unix.FAN_MARK_MOUNT, unix.FAN_OPEN_PERM, unix.AT_FDCWD, dir); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("fanotify_mark %s: %w", dir, err)
 	}
-	k := &openKill{f: os.NewFile(uintptr(fd), "fanotify"), pattern: pattern, nth: nth, old: old,
+	k := &openKill{f: os.NewFile(uintptr(fd), "fanotify"), pattern: pattern, nth: nth, onlyNew: onlyNew, old: old,
 		fired: make(chan string, 1), done: make(chan struct{})}
 	go k.loop()
 	return k, nil
@@ -73,8 +75,9 @@ func (k *openKill) loop() {
 			}
 			if m.Fd >= 0 {
 				name, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", m.Fd))
-				base := filepath.Base(name)
-				if ok, _ := filepath.Match(k.pattern, base); ok && m.Pid != self && !k.old[base] {
+				// a file counts once, at its first open (a writer may read its temporary file back)
+				if ok, _ := filepath.Match(k.pattern, filepath.Base(name)); ok && m.Pid != self && !k.old[name] {
+					k.old[name] = k.onlyNew
 					if int(k.seen.Add(1)) == k.nth {
 						_ = unix.Kill(int(m.Pid), unix.SIGKILL)
 						k.fired <- name

@@ -235,10 +235,12 @@ func (s *suite) waitRestored(set []*claim, label string) {
 func (s *suite) killAtSpecWrite() {
 	one := s.newClaims("open1", s.pick(1, 1))
 	many := s.newClaims("open100", s.pick(100, 4))
+	// A Prepare writes its claims' specs, then the helper writes each claim's metadata CDI spec: new files
+	// 1..100 of a 100-claim Prepare are the driver's, 101..200 the helper's.
 	runs := []struct {
 		set []*claim
 		nth int
-	}{{one, 1}, {many, 1 + s.rng.Intn(100)}, {many, 1 + s.rng.Intn(100)}}
+	}{{one, 1}, {many, 1 + s.rng.Intn(100)}, {many, 1 + s.rng.Intn(100)}, {one, 2}, {many, 101 + s.rng.Intn(100)}}
 	for _, r := range runs {
 		s.killOnOpenDuring(s.cdi, "*", true, r.nth, r.set, true, fmt.Sprintf("at CDI spec write %d of a %d-claim prepare", r.nth, len(r.set)))
 		s.mustUnprepare(r.set, "after the run")
@@ -284,22 +286,29 @@ func (s *suite) killAtCheckpointWrite() {
 		pattern string
 		onlyNew bool
 	}{
-		{one, true, "*", true}, // the checkpoint's temporary file, the only file a call creates there
+		{one, true, "*", true}, // the checkpoint's temporary file, the first file a call creates there
 		{many, true, "*", true},
 		{many, false, "*", true},
 		{one, false, "*", true},
+		{one, true, "*", true}, // (nth 2 below) the helper's metadata file, the next one
+		{many, true, "*", true},
 		{many, true, "state.lock", false},
 		{one, false, driver.CheckpointFileName, false},
 	}
-	for _, r := range runs {
+	for i, r := range runs {
 		if !r.prepare {
 			s.mustPrepare(r.set, "before the run")
 		}
-		what := "the checkpoint's temporary file"
+		what, nth := "the checkpoint's temporary file (new file 1)", 1
 		if !r.onlyNew {
 			what = r.pattern
 		}
-		s.killOnOpenDuring(s.data, r.pattern, r.onlyNew, 1, r.set, r.prepare, fmt.Sprintf("at the open of %s in a %d-claim %s", what, len(r.set), opName(r.prepare)))
+		if i == 4 || i == 5 {
+			// new files in a Prepare: the checkpoint's, then per claim the helper's metadata file
+			nth = 2 + s.rng.Intn(len(r.set))
+			what = fmt.Sprintf("a device metadata file (new file %d)", nth)
+		}
+		s.killOnOpenDuring(s.data, r.pattern, r.onlyNew, nth, r.set, r.prepare, fmt.Sprintf("at the open of %s in a %d-claim %s", what, len(r.set), opName(r.prepare)))
 		if r.prepare {
 			s.mustUnprepare(r.set, "after the run")
 		}
@@ -321,7 +330,8 @@ func (s *suite) killOnOpenDuring(dir, pattern string, onlyNew bool, nth int, set
 	s.plugin.expected.Store(true)
 	call := s.callAsync(prepare, set)
 	select {
-	case <-k.fired:
+	case name := <-k.fired:
+		fmt.Printf("faults:   killed %s: at the open of %s\n", label, strings.TrimPrefix(name, s.dir+"/"))
 	case <-time.After(kubeletTimeout):
 		s.count(kError, "", "%s: the plugin never opened (created: %v) %s number %d; killing it", label, onlyNew, pattern, nth)
 	}

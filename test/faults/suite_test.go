@@ -151,7 +151,8 @@ func (s *suite) table(total time.Duration) bool {
 		fmt.Fprintf(&b, "%-58s %5d %5d %7d %7d %6d %6d %6d %6.1fs  %s\n", f.name, f.runs, f.lost, f.changed, f.doubled,
 			f.leaked, f.deaths, f.errors, f.dur.Seconds(), res)
 	}
-	fmt.Fprintf(&b, "seed %d (FAULTS_SEED=%d reproduces the seeded choices), %d faults in %s\n", s.seed, s.seed, len(s.faults), total.Round(time.Second))
+	fmt.Fprintf(&b, "seed %d (FAULTS_SEED=%d reproduces the seeded choices), %d faults in %s; %d Prepare answers checked, %d with a device metadata file\n",
+		s.seed, s.seed, len(s.faults), total.Round(time.Second), s.answers, s.metaAnswers)
 	var details []string
 	for _, f := range s.faults {
 		for _, n := range f.notes {
