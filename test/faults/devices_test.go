@@ -12,18 +12,34 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// waitPublished waits until d is (or is not) in the node's slices.
-func (s *suite) waitPublished(d *loopDev, want bool, timeout time.Duration) error {
-	return poll(timeout, func() (bool, error) {
-		byPath, err := s.slices()
-		return err == nil && (byPath[d.path] != "") == want, nil
+// waitPublished waits until d is in the node's slices without a taint ("clean"), with the plugin's taint for a
+// held device that is gone ("gone"), or not at all ("absent"). It returns what it saw last.
+func (s *suite) waitPublished(d *loopDev, want string, timeout time.Duration) (string, error) {
+	var saw string
+	err := poll(timeout, func() (bool, error) {
+		byPath, taints, err := s.slicesTainted()
+		switch {
+		case err != nil:
+			saw = err.Error()
+		case byPath[d.path] == "":
+			saw = "absent"
+		case len(taints[d.path]) == 0:
+			saw = "clean"
+		case len(taints[d.path]) == 1 && strings.HasPrefix(taints[d.path][0], driverName+"/unhealthy=gone:"):
+			saw = "gone"
+		default:
+			saw = strings.Join(taints[d.path], ",")
+		}
+		return saw == want, nil
 	})
+	return saw, err
 }
 
 // deviceRemoved unplugs an exclusive and a shared device (loop devices detached, their udev entries gone)
 // while claims hold them, then plugs them back (same backing files, same numbers). While they are gone the
-// claims stay prepared (the kubelet still runs their containers), the devices leave the slices, and a claim
-// newly allocated to the gone device is refused and leaves nothing. Once back, the devices are published again,
+// claims stay prepared (the kubelet still runs their containers), the devices stay in the slices with the taint
+// power-dev-plugin.io/unhealthy=gone (docs/design.md, Device taints), and a claim newly allocated to the gone
+// device is refused and leaves nothing. Once back, the devices are published again,
 // the kubelet's repeated Prepare of the holders gives the same answers, and a claim for the exclusive device is
 // refused until its holder is unprepared.
 func (s *suite) deviceRemoved() {
@@ -44,8 +60,8 @@ func (s *suite) deviceRemoved() {
 		}
 	}()
 	for _, d := range []*loopDev{ex, sh} {
-		if err := s.waitPublished(d, false, 20*time.Second); err != nil {
-			s.count(kError, "", "%s was detached but is still published after 20 s", d.path)
+		if saw, err := s.waitPublished(d, "gone", 20*time.Second); err != nil {
+			s.count(kError, "", "%s was detached while a claim holds it, but 20 s later it is %s in the slices, not published with the taint %s/unhealthy=gone", d.path, saw, driverName)
 		}
 	}
 	s.verify("devices removed")
@@ -61,8 +77,8 @@ func (s *suite) deviceRemoved() {
 		if err := s.attach(d); err != nil {
 			s.abortf("%v", err)
 		}
-		if err := s.waitPublished(d, true, 20*time.Second); err != nil {
-			s.count(kError, "", "%s was attached again but is not published after 20 s", d.path)
+		if saw, err := s.waitPublished(d, "clean", 20*time.Second); err != nil {
+			s.count(kError, "", "%s was attached again, but 20 s later it is %s in the slices, not published without a taint", d.path, saw)
 		}
 	}
 	s.waitRestored(held, "devices back")

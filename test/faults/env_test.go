@@ -398,22 +398,32 @@ func (s *suite) published(timeout time.Duration) (map[string]string, error) {
 
 // slices lists the devices of the node's ResourceSlices, path -> name.
 func (s *suite) slices() (map[string]string, error) {
+	out, _, err := s.slicesTainted()
+	return out, err
+}
+
+// slicesTainted lists the devices of the node's ResourceSlices, path -> name, and path -> their taints
+// ("key=value:effect").
+func (s *suite) slicesTainted() (map[string]string, map[string][]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	list, err := s.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{
 		FieldSelector: "spec.nodeName=" + nodeName + ",spec.driver=" + driverName})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := map[string]string{}
+	out, taints := map[string]string{}, map[string][]string{}
 	for _, sl := range list.Items {
 		for _, d := range sl.Spec.Devices {
 			if p := d.Attributes["path"].StringValue; p != nil {
 				out[*p] = d.Name
+				for _, t := range d.Taints {
+					taints[*p] = append(taints[*p], fmt.Sprintf("%s=%s:%s", t.Key, t.Value, t.Effect))
+				}
 			}
 		}
 	}
-	return out, nil
+	return out, taints, nil
 }
 
 func attached(d *loopDev) bool {
