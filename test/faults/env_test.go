@@ -5,7 +5,6 @@ package faults
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -229,9 +228,6 @@ func newSuite(t *testing.T, seed int64, rng *rand.Rand) *suite {
 			group: "excl", exclusive: i < 4}
 		if !d.exclusive {
 			d.group = "shared"
-		}
-		if err := os.Truncate(d.file, 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Fatal(err)
 		}
 		f, err := os.Create(d.file)
 		if err == nil {
