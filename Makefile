@@ -164,3 +164,11 @@ e2e: ## run the cluster test suite (builds and starts the e2e cluster if needed)
 
 demo: ## a local cluster with the driver, and the first example using its device (then: make e2e-down)
 	test/e2e/demo.sh
+
+# --- fault injection ---
+# The real binary through its DRA socket, against the e2e cluster's API server (started if needed), while it is
+# killed, its directories fill up or turn read-only, the API server stops, its config breaks, devices go; and the
+# legacy mode against a test kubelet. Needs root. test/faults/README.md; .ci/run runs it after make e2e.
+.PHONY: test-faults
+test-faults: ## the fault-injection suite (FAULTS_SEED=N reproduces a run, FAULTS_ONLY=REGEXP some faults)
+	test/faults/run.sh

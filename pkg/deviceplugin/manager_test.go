@@ -863,3 +863,40 @@ func TestInventoryWithoutGroups(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "no plugins left", func() bool { return len(e.m.Status()) == 0 })
 }
+
+// A kubelet that starts removes every socket in the directory, the plugin's
+// among them, and then creates kubelet.sock. The plugin, seeing its socket
+// gone, may register in between: kubelet.sock is not there when it looks,
+// and is there when the call reaches it. That registration holds (it is the
+// new kubelet's), and is not made again as if the kubelet had restarted once
+// more, which dropped the connection the kubelet had just opened (found by
+// test/faults, "legacy: kubelet socket gone and back").
+func TestKubeletSocketAppearsDuringRegistration(t *testing.T) {
+	base := shortDir(t)
+	sock := filepath.Join(base, KubeletSocket)
+	var calls atomic.Int32
+	reg := registrarFunc(func(context.Context, *v1beta1.RegisterRequest) error {
+		calls.Add(1)
+		if _, err := os.Stat(sock); err != nil {
+			// the kubelet's listener comes up as the call is made
+			if err := os.WriteFile(sock, nil, 0o600); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	m, err := New(WithPluginDir(base), WithCDIDir(""), WithNUMA(nil), WithRegistrar(reg),
+		WithIntervals(50*time.Millisecond, time.Minute, 200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	src := newChanSource()
+	startManager(t, ctx, m, src)
+	src.send(t, &discovery.Inventory{Groups: threeGroups().Groups[:1]})
+	eventually(t, 5*time.Second, "registered", func() bool { return statusOf(m, "dev").Registered })
+	time.Sleep(500 * time.Millisecond) // ten checks of the kubelet's socket
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d registrations with one kubelet, want 1", n)
+	}
+}

@@ -306,6 +306,11 @@ func (p *plugin) attempt(ctx context.Context, k *keeper) error {
 	if err != nil {
 		return err
 	}
+	if k.failedID == (fileID{}) {
+		// kubelet.sock appeared during the call (a starting kubelet removes
+		// every socket first): the kubelet that accepted us is that one.
+		k.failedID, _ = statID(p.kubeletSocket)
+	}
 	k.kubeletID = k.failedID
 	k.registered = true
 	k.quietSince = time.Now()

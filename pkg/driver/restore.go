@@ -238,6 +238,7 @@ func (s *State) Restore(ctx context.Context) (int, error) {
 			klog.FromContext(ctx).Info("Rewrote the CDI spec of a prepared claim", "claim", recordRef(pc), "claimUID", uid, "file", s.cdi.Path(pc.SpecName))
 		}
 	}
+	_ = s.hit("restore:after-rewrite") // a crash point (test/faults), nothing to fail here
 	errs := ss.removeStrays(ctx)
 	if err := ss.save(); err != nil {
 		errs = append(errs, err)

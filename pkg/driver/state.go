@@ -229,6 +229,7 @@ func NewState(opts ...StateOption) (*State, error) {
 		problems:       map[types.UID]claimProblem{},
 		boot:           boot,
 		bootErr:        bootErr,
+		fault:          failpoint,
 	}
 	w.hook = s.hit
 	return s, nil
