@@ -386,14 +386,14 @@ func TestDeviceMetadataFlag(t *testing.T) {
 		}
 		return f
 	}
-	if !parse().deviceMetadata {
-		t.Error("the metadata file must be on by default")
-	}
-	t.Setenv("DEVICE_METADATA", "false")
 	if parse().deviceMetadata {
-		t.Error("DEVICE_METADATA=false must turn it off")
+		t.Error("the metadata file must be off by default (the helper keys it by claim name)")
 	}
-	if !parse("--device-metadata=true").deviceMetadata {
+	t.Setenv("DEVICE_METADATA", "true")
+	if !parse().deviceMetadata {
+		t.Error("DEVICE_METADATA=true must turn it on")
+	}
+	if parse("--device-metadata=false").deviceMetadata {
 		t.Error("the flag must win over the environment")
 	}
 }

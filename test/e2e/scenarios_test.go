@@ -73,7 +73,6 @@ func TestE2E(t *testing.T) {
 		{"15-stale-claim-gc", staleClaimGC},                          // restart_test.go
 		{"16-exclusive-reuse", exclusiveReuse},                       // reuse_test.go
 		{"17-rolling-update-from-release", rollingUpdateFromRelease}, // release_test.go
-		{"19-claim-status-and-metadata", claimStatusAndMetadata},     // claimstatus_test.go
 		// last: it uninstalls the DRA driver (its DeviceClass maps the same extended resource)
 		{legacyScenario, legacyDevicePlugin},
 	} {
