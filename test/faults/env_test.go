@@ -104,6 +104,7 @@ type suite struct {
 	seq    int
 	// answers counts the successful Prepare answers, metaAnswers those that named a metadata file.
 	answers, metaAnswers int
+	toldMetadata         bool
 	// foreign are other writers' files the suite put into the CDI directory: not leaks, never to be touched.
 	foreign map[string]bool
 

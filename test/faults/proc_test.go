@@ -72,6 +72,9 @@ func (s *suite) start(o startOpts) *proc {
 		// The plugin's client-side rate limit (50/s, burst 100) would make every 100-claim Prepare after the
 		// first spend 2 s on its GETs of the claims, and the timed kills would all land there.
 		"--kube-api-qps=1000", "--kube-api-burst=2000"}
+	if os.Getenv("FAULTS_METADATA") == "1" && !o.legacy {
+		args = append(args, "--device-metadata=true")
+	}
 	if o.legacy {
 		args = append(args, "--mode=device-plugin", "--device-plugin-dir="+s.dpDir(), "--cdi-dir="+s.cdi)
 	} else {

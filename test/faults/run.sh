@@ -7,6 +7,7 @@
 #   FAULTS_SEED=N      reproduce a run's seeded choices (kill moments, kill points)
 #   FAULTS_ONLY=REGEXP run only the faults whose name matches
 #   FAULTS_BIN=PATH [FAULTS_FAILPOINT_BIN=PATH]  test another build (say an older commit's) with this suite
+#   FAULTS_METADATA=1  run the plugin with --device-metadata=true (the helper's metadata files, off by default)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO=$PWD
@@ -57,7 +58,7 @@ fi
 
 log "== faults"
 export FAULTS_BIN FAULTS_FAILPOINT_BIN=${FAULTS_FAILPOINT_BIN:-}
-export FAULTS_DIR FAULTS_OUT=$OUT FAULTS_REPO=$REPO E2E_STATE E2E_CACHE
+export FAULTS_DIR FAULTS_METADATA=${FAULTS_METADATA:-} FAULTS_OUT=$OUT FAULTS_REPO=$REPO E2E_STATE E2E_CACHE
 (cd "$REPO/test/faults" && "$OUT/faults.test" -test.run '^TestFaults$' -test.timeout 15m ${FAULTS_VERBOSE:+-test.v}) 2>&1 |
 	tee "$OUT/faults.log"
 rc=${PIPESTATUS[0]}
